@@ -1,0 +1,7 @@
+"""`python -m streamer` is the `streamer` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

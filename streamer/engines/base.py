@@ -1,0 +1,82 @@
+"""The engine interface: voices to list, a model to load once, and synthesis that yields PCM blocks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+# Synthesis checks this between blocks (and espeak inside the library's callback); True means stop now.
+ShouldStop = Callable[[], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Voice:
+    """One voice of one engine. ``name`` is what clients send (``en-us``, ``en_US-joe-medium``)."""
+
+    name: str
+    engine: str
+    language: str  # BCP-47-ish, lower case: "en-us", "en", "es"
+    sample_rate: int  # Hz of the PCM the engine yields for this voice
+    gender: str | None = None  # "male" | "female" | None when unknown
+    quality: str = "medium"  # "low" | "medium" | "high" | "x_low"
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    streaming: bool = False  # yields audio inside a sentence, before the sentence is complete
+    speed: bool = True
+    pitch: bool = False
+    blending: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class SynthesisRequest:
+    """What a worker is asked to speak. Picklable: it crosses the process boundary."""
+
+    text: str
+    voice: str
+    speed: float = 1.0
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """A text-to-speech engine.
+
+    ``voices()`` must be cheap and must not load a model: the server calls it in the event-loop
+    process to validate voice names. ``load()`` and ``synthesize()`` run only in worker processes.
+    """
+
+    name: str
+    capabilities: Capabilities
+
+    def available(self) -> bool:
+        """Whether the engine's libraries and at least one voice are installed."""
+        ...
+
+    def voices(self) -> list[Voice]: ...
+
+    def load(self) -> None:
+        """Load models (idempotent). Raises EngineError with a clear message when it cannot."""
+        ...
+
+    def warmup(self) -> None: ...
+
+    def synthesize(self, request: SynthesisRequest, should_stop: ShouldStop) -> Iterator[np.ndarray]:
+        """Yield mono float32 PCM blocks in [-1, 1] at the voice's sample rate.
+
+        Engines that can stream inside a sentence yield as they go; the others yield once per
+        sentence. ``should_stop`` is polled between blocks: when it returns True the engine stops
+        (mid-utterance where the library allows) and returns.
+        """
+        ...

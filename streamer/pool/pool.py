@@ -1,0 +1,310 @@
+"""The worker pool: processes that synthesize, a fair scheduler in front of them, and cancellation.
+
+Scheduling: a free worker takes the waiting job with the smallest key
+``(not first chunk of its turn, when its session was last served, submission order)``: first chunks
+of turns jump ahead of later ones, and sessions take turns (least recently served first), so one
+session with a long text cannot starve the others.
+
+Each worker has a reader thread that turns pipe messages into calls on the event loop; the event
+loop itself never blocks on a pipe and never runs engine code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import multiprocessing as mp
+import os
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+import structlog
+
+from ..engines.base import SynthesisRequest
+from ..errors import EngineError, OverloadedError, WorkerDied, error_for_code
+from .worker import worker_main
+
+log = structlog.get_logger(__name__)
+
+_STOP_JOIN_S = 2.0
+
+
+@dataclass(eq=False)
+class Job:
+    """One chunk of text to synthesize; its PCM blocks arrive on ``results`` in order."""
+
+    id: int
+    session: str
+    engine: str
+    request: SynthesisRequest
+    first: bool
+    submitted_at: float = field(default_factory=time.perf_counter)
+    started_at: float | None = None
+    results: asyncio.Queue[tuple[Any, ...]] = field(default_factory=asyncio.Queue)
+    worker: _Worker | None = None
+    cancelled: bool = False
+    finished: bool = False
+    timings: dict[str, Any] = field(default_factory=dict)
+
+    async def blocks(self) -> AsyncIterator[tuple[int, np.ndarray]]:
+        """(sample_rate, float32 block) pairs until the job ends; raises the job's error."""
+        while True:
+            item = await self.results.get()
+            if item[0] == "block":
+                yield item[1], item[2]
+            elif item[0] == "done":
+                return
+            else:
+                raise item[1]
+
+
+@dataclass(eq=False)
+class _Worker:
+    index: int
+    process: Any
+    conn: Connection
+    cancel: Any
+    job: Job | None = None
+    ready: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+    alive: bool = True
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        workers: int,
+        engines_settings: dict[str, dict[str, Any]],
+        preload: list[str],
+        max_queue: int,
+    ) -> None:
+        self.size = workers or os.cpu_count() or 1
+        self.engines_settings = engines_settings
+        self.preload = list(preload)
+        self.max_queue = max_queue
+        self._ctx = mp.get_context("spawn")
+        self._workers: list[_Worker] = []
+        self._waiting: list[Job] = []
+        self._served: dict[str, int] = {}
+        self._serve_counter = itertools.count()
+        self._job_ids = itertools.count(1)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False
+        self._ready_event = asyncio.Event()
+        self.restarts = 0
+        self.jobs_done = 0
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        for index in range(self.size):
+            self._spawn(index)
+
+    async def wait_ready(self, timeout: float | None = None) -> bool:
+        try:
+            await asyncio.wait_for(self._ready_event.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    @property
+    def ready(self) -> bool:
+        return any(w.ready and w.alive for w in self._workers)
+
+    def _spawn(self, index: int) -> None:
+        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+        cancel = self._ctx.RawValue("q", 0)
+        threads = max(1, (os.cpu_count() or 1) // self.size)
+        process = self._ctx.Process(
+            target=worker_main,
+            args=(child_conn, cancel, self.engines_settings, self.preload, threads),
+            name=f"streamer-worker-{index}",
+            daemon=True,
+        )
+        process.start()
+        child_conn.close()
+        worker = _Worker(index=index, process=process, conn=parent_conn, cancel=cancel)
+        if index < len(self._workers):
+            self._workers[index] = worker
+        else:
+            self._workers.append(worker)
+        threading.Thread(
+            target=self._read_loop, args=(worker,), name=f"streamer-pool-reader-{index}", daemon=True
+        ).start()
+        log.debug("worker_started", worker=index, pid=process.pid)
+
+    async def close(self) -> None:
+        """Stop every worker: ask, wait a little, then terminate. Pending jobs fail."""
+        self._closing = True
+        for job in self._waiting:
+            self._finish(job, ("error", EngineError("the server is shutting down")))
+        self._waiting.clear()
+        for worker in self._workers:
+            if worker.job is not None:
+                self.cancel(worker.job)
+            with contextlib.suppress(OSError):
+                worker.conn.send(("stop",))
+        await asyncio.to_thread(self._join_all)
+
+    def _join_all(self) -> None:
+        deadline = time.monotonic() + _STOP_JOIN_S
+        for worker in self._workers:
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                worker.process.terminate()
+                worker.process.join(1.0)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(1.0)
+            worker.conn.close()
+
+    # ---- figures -------------------------------------------------------------------------------
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def busy_workers(self) -> int:
+        return sum(1 for w in self._workers if w.job is not None)
+
+    def worker_pids(self) -> list[int]:
+        return [w.process.pid for w in self._workers if w.alive]
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "workers": self.size,
+            "ready_workers": sum(1 for w in self._workers if w.ready and w.alive),
+            "busy_workers": self.busy_workers,
+            "queue_depth": self.queue_depth,
+            "max_queue": self.max_queue,
+            "restarts": self.restarts,
+            "jobs_done": self.jobs_done,
+            "load_errors": {w.index: w.info.get("errors") for w in self._workers if w.info.get("errors")},
+        }
+
+    # ---- jobs ----------------------------------------------------------------------------------
+
+    def admit(self) -> None:
+        """Admission control at the start of a turn: refuse when the queue is full."""
+        if self._closing:
+            raise OverloadedError("the server is shutting down")
+        if len(self._waiting) >= self.max_queue:
+            raise OverloadedError(
+                f"synthesis queue is full ({len(self._waiting)} chunks waiting); try again shortly",
+                retry_after=1,
+            )
+
+    def submit(self, session: str, engine: str, request: SynthesisRequest, first: bool) -> Job:
+        if self._closing:
+            raise OverloadedError("the server is shutting down")
+        job = Job(id=next(self._job_ids), session=session, engine=engine, request=request, first=first)
+        self._served.setdefault(session, -1)
+        self._waiting.append(job)
+        self._dispatch()
+        return job
+
+    def cancel(self, job: Job) -> None:
+        """Drop a waiting job, or tell its worker to abort; its result queue gets nothing more."""
+        if job.finished or job.cancelled:
+            return
+        job.cancelled = True
+        if job.worker is None:
+            with contextlib.suppress(ValueError):
+                self._waiting.remove(job)
+            job.finished = True
+        else:
+            job.worker.cancel.value = job.id
+
+    def forget_session(self, session: str) -> None:
+        self._served.pop(session, None)
+
+    def _dispatch(self) -> None:
+        while self._waiting:
+            worker = next((w for w in self._workers if w.ready and w.alive and w.job is None), None)
+            if worker is None:
+                return
+            job = min(self._waiting, key=lambda j: (not j.first, self._served.get(j.session, -1), j.id))
+            self._waiting.remove(job)
+            self._served[job.session] = next(self._serve_counter)
+            job.worker = worker
+            job.started_at = time.perf_counter()
+            worker.job = job
+            # The worker may have died since its last message: its reader thread reports that.
+            with contextlib.suppress(OSError):
+                worker.conn.send(("synth", job.id, job.engine, job.request))
+
+    # ---- worker messages (on the event loop) ---------------------------------------------------
+
+    def _read_loop(self, worker: _Worker) -> None:
+        """Runs in a thread per worker: blocking reads from the pipe, handed to the loop."""
+        assert self._loop is not None
+        while True:
+            try:
+                message = worker.conn.recv()
+            except (EOFError, OSError):
+                break
+            try:
+                self._loop.call_soon_threadsafe(self._on_message, worker, message)
+            except RuntimeError:
+                return  # loop closed
+        with contextlib.suppress(RuntimeError):  # loop closed
+            self._loop.call_soon_threadsafe(self._on_exit, worker)
+
+    def _on_message(self, worker: _Worker, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "ready":
+            worker.ready = True
+            worker.info = message[1]
+            if message[1].get("errors"):
+                log.warning("worker_engine_load_failed", worker=worker.index, errors=message[1]["errors"])
+            self._ready_event.set()
+            self._dispatch()
+            return
+        if kind == "loaded":
+            return
+        job = worker.job
+        if job is None or job.id != message[1]:
+            return  # a late message of a job already given up
+        if kind == "block":
+            if not job.cancelled:
+                block = np.frombuffer(message[3], dtype=np.float32)
+                job.results.put_nowait(("block", message[2], block))
+            return
+        if kind == "done":
+            job.timings = message[2]
+            self._finish(job, ("done", message[2]))
+        elif kind == "error":
+            self._finish(job, ("error", error_for_code(message[2], message[3])))
+        worker.job = None
+        worker.cancel.value = 0
+        self.jobs_done += 1
+        self._dispatch()
+
+    def _on_exit(self, worker: _Worker) -> None:
+        if not worker.alive:
+            return
+        worker.alive = False
+        worker.ready = False
+        job, worker.job = worker.job, None
+        if job is not None:
+            self._finish(job, ("error", WorkerDied("the worker synthesizing this chunk exited")))
+        if self._closing:
+            return
+        worker.process.join(0.1)
+        log.warning("worker_died", worker=worker.index, exitcode=worker.process.exitcode)
+        self.restarts += 1
+        self._spawn(worker.index)
+
+    def _finish(self, job: Job, item: tuple[Any, ...]) -> None:
+        if job.finished and job.worker is None:
+            return
+        job.finished = True
+        job.results.put_nowait(item)

@@ -1,0 +1,115 @@
+"""The inference worker process: loads its engines once, then synthesizes chunks sent over a pipe.
+
+Messages in (tuples): ("synth", job_id, engine, SynthesisRequest) · ("load", engine) · ("stop",).
+Messages out: ("ready", info) · ("block", job_id, sample_rate, float32 bytes) ·
+("done", job_id, timings) · ("error", job_id, code, message) · ("loaded", engine, error | None).
+
+Cancellation is a shared integer, not a message: the parent writes the id of the job to abort and
+the engine polls it between PCM blocks, so an abort lands mid-synthesis without a round trip.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from multiprocessing.connection import Connection
+from multiprocessing.sharedctypes import Synchronized
+from typing import Any
+
+
+def worker_main(
+    conn: Connection,
+    cancel: Synchronized[int],
+    engines_settings: dict[str, dict[str, Any]],
+    preload: list[str],
+    torch_threads: int,
+) -> None:
+    # Imported here so the parent's import of the pool stays light.
+    from ..engines import create_engine
+    from ..engines.base import Engine
+    from ..errors import StreamerError
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(torch_threads))
+    engines: dict[str, Engine] = {}
+
+    def engine_for(name: str) -> Engine:
+        engine = engines.get(name)
+        if engine is None:
+            engine = create_engine(name, engines_settings.get(name, {}))
+            engine.load()
+            engine.warmup()
+            engines[name] = engine
+        return engine
+
+    load_errors: dict[str, str] = {}
+    for name in preload:
+        try:
+            engine_for(name)
+        except Exception as exc:
+            load_errors[name] = str(exc)
+    conn.send(("ready", {"pid": os.getpid(), "engines": sorted(engines), "errors": load_errors}))
+
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return  # the parent is gone
+        kind = message[0]
+        if kind == "stop":
+            return
+        if kind == "load":
+            try:
+                engine_for(message[1])
+                conn.send(("loaded", message[1], None))
+            except Exception as exc:
+                conn.send(("loaded", message[1], str(exc)))
+            continue
+        if kind != "synth":
+            continue
+        _, job_id, engine_name, request = message
+        started = time.perf_counter()
+        first_block_ms: float | None = None
+        audio_samples = 0
+
+        def should_stop(job_id: int = job_id) -> bool:
+            return cancel.value == job_id
+
+        try:
+            engine = engine_for(engine_name)
+            for block in engine.synthesize(request, should_stop):
+                if should_stop():
+                    break
+                if first_block_ms is None:
+                    first_block_ms = (time.perf_counter() - started) * 1000
+                sample_rate = getattr(block, "sample_rate", None) or _voice_rate(engine, request.voice)
+                audio_samples += len(block)
+                conn.send(("block", job_id, sample_rate, block.astype("float32", copy=False).tobytes()))
+        except StreamerError as exc:
+            conn.send(("error", job_id, exc.code, exc.message))
+            continue
+        except Exception as exc:
+            conn.send(("error", job_id, "engine_error", f"{type(exc).__name__}: {exc}"))
+            continue
+        conn.send(
+            (
+                "done",
+                job_id,
+                {
+                    "synth_ms": (time.perf_counter() - started) * 1000,
+                    "first_block_ms": first_block_ms,
+                    "samples": audio_samples,
+                    "cancelled": should_stop(),
+                },
+            )
+        )
+
+
+_rates: dict[tuple[str, str], int] = {}
+
+
+def _voice_rate(engine: Any, voice: str) -> int:
+    key = (engine.name, voice)
+    if key not in _rates:
+        for v in engine.voices():
+            _rates[(engine.name, v.name)] = v.sample_rate
+    return _rates.get(key, 22050)
