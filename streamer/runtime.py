@@ -13,6 +13,7 @@ from .audio import FORMATS
 from .config import Settings
 from .engines.catalog import Catalog, ResolvedVoice
 from .errors import UnsupportedFormat
+from .observability.looplag import LoopLagMonitor
 from .pool import WorkerPool
 from .protocol import SessionConfig
 from .session.state import Session, SessionRegistry
@@ -43,12 +44,16 @@ class Runtime:
         )
         self.connections: set[Connection] = set()
         self.draining = False
-        self._expiry: asyncio.Task[None] | None = None
+        self.loop_lag = LoopLagMonitor()
+        self._background: list[asyncio.Task[None]] = []
         self.counters: dict[str, int] = {"sessions_opened": 0, "interrupts": 0, "audio_bytes": 0}
 
     async def start(self) -> None:
         await self.pool.start()
-        self._expiry = asyncio.create_task(self.sessions.expire_forever(), name="session-expiry")
+        self._background = [
+            asyncio.create_task(self.sessions.expire_forever(), name="session-expiry"),
+            asyncio.create_task(self.loop_lag.run(), name="loop-lag"),
+        ]
         log.info(
             "runtime_started",
             engine=self.catalog.default_engine,
@@ -57,10 +62,11 @@ class Runtime:
         )
 
     async def stop(self) -> None:
-        if self._expiry is not None:
-            self._expiry.cancel()
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._expiry
+                await task
         await self.pool.close()
 
     # ---- sessions ------------------------------------------------------------------------------
@@ -114,4 +120,6 @@ class Runtime:
             "pool": self.pool.status(),
             "active_connections": len(self.connections),
             "sessions": len(self.sessions.sessions),
+            "loop_lag": self.loop_lag.summary(),
+            "counters": dict(self.counters),
         }

@@ -76,25 +76,10 @@ def start_server(tmp: Path, config: dict[str, Any], ready_timeout: float = 30) -
     config_path.write_text(yaml.safe_dump(base))
     log_path = tmp / "server.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamer",
-            "serve",
-            "--config",
-            str(config_path),
-            "--host",
-            "127.0.0.1",
-            "--http-port",
-            str(http_port),
-            "--ws-port",
-            str(ws_port),
-        ],
-        stdout=log_path.open("wb"),
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
+    command = [sys.executable, "-m", "streamer", "serve", "--config", str(config_path), "--host", "127.0.0.1"]
+    command += ["--http-port", str(http_port), "--ws-port", str(ws_port)]
+    with log_path.open("wb") as log_file:  # the child keeps its own descriptor
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
     server = ServerProcess(process, http_port, ws_port, config_path, log_path)
     deadline = time.monotonic() + ready_timeout * TIMESCALE
     while time.monotonic() < deadline:

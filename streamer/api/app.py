@@ -33,6 +33,13 @@ async def health(request: Request) -> JSONResponse:
     )
 
 
+async def status(request: Request) -> JSONResponse:
+    runtime: Runtime = request.app.state.runtime
+    if request.query_params.get("reset_loop_lag"):
+        runtime.loop_lag.reset()
+    return JSONResponse(runtime.status())
+
+
 def create_apps(runtime: Runtime) -> tuple[Starlette, Starlette]:
     """(REST app, WebSocket-port app). Both serve the stream at /api/v1/stream and /health."""
 
@@ -48,6 +55,7 @@ def create_apps(runtime: Runtime) -> tuple[Starlette, Starlette]:
         routes=[
             Route("/health", health),
             Route("/api/v1/health", health),
+            Route("/api/v1/status", status),
             WebSocketRoute(STREAM_PATH, stream_endpoint),
         ],
         lifespan=lifespan,

@@ -187,6 +187,16 @@ class WorkerPool:
             "max_queue": self.max_queue,
             "restarts": self.restarts,
             "jobs_done": self.jobs_done,
+            "worker_list": [
+                {
+                    "index": w.index,
+                    "pid": w.process.pid,
+                    "ready": w.ready,
+                    "session": w.job.session if w.job else None,
+                    "job": w.job.id if w.job else None,
+                }
+                for w in self._workers
+            ],
             "load_errors": {w.index: w.info.get("errors") for w in self._workers if w.info.get("errors")},
         }
 

@@ -115,6 +115,7 @@ class _Pipeline:
     rejected_turns: set[int] = field(default_factory=set)
     chunk_counter: int = 0
     turn_audio_ms: float = 0.0
+    samples_reported: int = 0
 
     def push(self, entry: _ChunkEntry | _TurnEnd) -> None:
         self.entries.append(entry)
@@ -632,18 +633,21 @@ class Connection:
             fmt, sample_rate = entry.audio
             pipe.encoder = StreamingEncoder(fmt, sample_rate)
             pipe.turn_audio_ms = 0.0
+            pipe.samples_reported = 0
         encoder = pipe.encoder
         frame = max(1, rate * self.runtime.settings.audio.frame_ms // 1000)
         for piece in split_frames(pcm, frame):
-            before = encoder.samples_out
             data = encoder.encode(piece, rate)
             pipe.turn_audio_ms += len(piece) * 1000 / rate
             if data:
-                await self._emit_audio(pipe, entry.chunk, encoder, data, encoder.samples_out - before)
+                await self._emit_audio(pipe, entry.chunk, encoder, data)
 
     async def _emit_audio(
-        self, pipe: _Pipeline, chunk: Chunk | None, encoder: StreamingEncoder, data: bytes, samples: int
+        self, pipe: _Pipeline, chunk: Chunk | None, encoder: StreamingEncoder, data: bytes
     ) -> None:
+        # A codec may hold a frame or two back: `samples` counts what went in since the last frame out.
+        samples = encoder.samples_out - pipe.samples_reported
+        pipe.samples_reported = encoder.samples_out
         await self._emit(
             pipe,
             {
@@ -661,10 +665,9 @@ class Connection:
     async def _finish_turn(self, pipe: _Pipeline, end: _TurnEnd) -> None:
         encoder, pipe.encoder = pipe.encoder, None
         if encoder is not None:
-            before = encoder.samples_out
             tail = encoder.flush()
             if tail:
-                await self._emit_audio(pipe, None, encoder, tail, encoder.samples_out - before)
+                await self._emit_audio(pipe, None, encoder, tail)
         event: dict[str, Any] = {
             "type": "done",
             "generation": pipe.generation,
