@@ -76,7 +76,7 @@ class Runtime:
         engine = config.engine or (current.voice.engine if current else None)
         voice = config.voice
         language = config.language
-        if current is not None and voice is None and language is None and config.engine in (None, engine):
+        if current is not None and voice is None and language is None and engine == current.voice.engine:
             return current.voice
         if current is not None and voice is None and language is None:
             language = current.voice.language  # a new engine keeps the session's language

@@ -166,7 +166,7 @@ def parse(obj: dict[str, Any], max_text_chars: int) -> ClientMessage:
             resume_token=resume_token,
             config=parse_config(obj.get("config")),
         )
-    raise UnknownType(f"unknown message type '{kind}'", type=kind)
+    raise UnknownType(f"unknown message type '{kind}'", received_type=kind)
 
 
 # ---- server -> client ---------------------------------------------------------------------------
@@ -178,5 +178,6 @@ def error_event(
     event: dict[str, Any] = {"type": "error", "code": code, "message": message, "fatal": fatal}
     if id is not None:
         event["id"] = id
-    event.update(extra)
+    for key, value in extra.items():
+        event.setdefault(key, value)  # details never overwrite the event's own fields
     return event

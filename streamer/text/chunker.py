@@ -48,7 +48,9 @@ _NUMBER_ABBREVIATIONS = frozenset(
 )
 # fmt: on
 _LONGEST_ABBREVIATION = 10
-# Text kept before the head so that abbreviation look-behind sees the same letters however text arrived.
+_LONGEST_LIST_NUMBER, _LONGEST_INDENT = 3, 8
+# Text kept before the head so that look-behind (abbreviations, list numbers) sees the same characters
+# however the text arrived; longer than any look-behind.
 _HISTORY = 16
 
 
@@ -87,6 +89,7 @@ class Chunker:
         self._ext = 0  # one past the last non-whitespace code point pushed
         self._scan_pos = 0  # marks before this are classified; scanning resumes here
         self._line_start = 0  # just after the latest line break, so blank lines are not rescanned
+        self._turn_start = 0
         # Resolved boundaries, each the offset just after a chunk's last character, in increasing order.
         self._sentences: deque[int] = deque()  # sentence ends and line breaks
         self._clauses: deque[int] = deque()
@@ -158,7 +161,7 @@ class Chunker:
     def _scan(self, end: int, final: bool) -> None:
         """Classify the marks up to ``end``; stop at one whose meaning depends on text not yet pushed."""
         buf, base = self._buf, self._buf_start
-        # This may lie before the head: a hard cut can land inside a run of punctuation still being classified.
+        # This may lie before the head: a hard cut can land inside punctuation that is still being classified.
         i, stop = self._scan_pos - base, end - base
         if i >= stop:
             return
@@ -215,9 +218,24 @@ class Chunker:
         if "…" in run or ".." in run:
             # An ellipsis before a capital ends a sentence; inside a sentence it is still a place to pause.
             self._add(self._sentences if _can_start_sentence(starter) else self._clauses, stop)
-        elif _can_start_sentence(starter) and not (run == "." and _is_abbreviation(buf, j, starter)):
+        elif _can_start_sentence(starter) and not (
+            run == "." and (_is_abbreviation(buf, j, starter) or self._is_list_number(buf, j))
+        ):
             self._add(self._sentences, stop)
         return stop
+
+    def _is_list_number(self, buf: str, dot: int) -> bool:
+        """Whether a number starting its line precedes the dot: "1. Buy milk" is one item, not "1." alone."""
+        start = dot
+        while start > 0 and dot - start < _LONGEST_LIST_NUMBER and buf[start - 1].isdigit():
+            start -= 1
+        if start == dot or (start > 0 and buf[start - 1].isdigit()):
+            return False
+        while start > 0 and dot - start < _LONGEST_LIST_NUMBER + _LONGEST_INDENT and buf[start - 1] in " \t":
+            start -= 1
+        if start == 0:
+            return self._buf_start == self._turn_start
+        return buf[start - 1] in _LINE_BREAKS
 
     def _line_break(self, buf: str, j: int) -> None:
         base = self._buf_start
@@ -327,7 +345,7 @@ class Chunker:
             self._buf_start += drop
 
     def _reset_turn(self) -> None:
-        self._head = self._scan_pos = self._line_start = self._buf_start = self._fed
+        self._head = self._scan_pos = self._line_start = self._buf_start = self._turn_start = self._fed
         self._buf = ""
         for bounds in (self._sentences, self._clauses, self._breaks):
             bounds.clear()
