@@ -85,7 +85,7 @@ class StreamerServer(uvicorn.Server):
             server.close()  # stop accepting on both ports
         deadline = time.monotonic() + timeout
         # Polling: "idle" is a property of each connection's pipeline, not an event anyone sets.
-        while runtime.connections and time.monotonic() < deadline:  # noqa: ASYNC110
+        while runtime.connections and time.monotonic() < deadline:
             for connection in list(runtime.connections):
                 if connection.idle and connection.close_code is None:
                     connection.close_code = CLOSE_RESTART

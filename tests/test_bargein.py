@@ -75,7 +75,9 @@ async def interrupt_rounds(url: str, rounds: int, seed: int, engine: str | None 
 
 
 async def test_barge_in_under_load_never_leaks_a_stale_message(espeak_server: ServerProcess) -> None:
-    generations = await asyncio.gather(*(interrupt_rounds(espeak_server.ws_url, 25, seed) for seed in range(6)))
+    generations = await asyncio.gather(
+        *(interrupt_rounds(espeak_server.ws_url, 25, seed) for seed in range(6))
+    )
     assert generations == [25] * 6
 
 

@@ -300,16 +300,16 @@ def test_flush_idle_emits_complete_words_and_keeps_the_turn() -> None:
         ("Pi is 3.", ["Pi is"], "3."),  # "3." may become "3.14"
         ("Nothing", [], "Nothing"),
         ("你好。我是", ["你好。"], "我是"),  # no spaces in CJK: a resolved boundary is a safe end
-        ("Hello there, how are you doing today? I am fine and you are too", None, "too"),
+        (  # split by the same rules as ever
+            "Hello there, how are you doing today? I am fine and you are too",
+            ["Hello there,", "how are you doing today?", "I am fine and you are"],
+            "too",
+        ),
     ],
 )
-def test_flush_idle_cases(text: str, expected: list[str] | None, left: str) -> None:
+def test_flush_idle_cases(text: str, expected: list[str], left: str) -> None:
     chunker = Chunker()
-    chunks = chunker.push(text) + chunker.flush_idle()
-    if expected is not None:
-        assert texts(chunks) == expected
-    else:  # split by the same rules as ever
-        assert texts(chunks) == ["Hello there,", "how are you doing today?", "I am fine and you are"]
+    assert texts(chunker.push(text) + chunker.flush_idle()) == expected
     assert chunker.buffered_chars == len(left)
     assert texts(chunker.flush()) == ([left] if left else [])
 
@@ -339,6 +339,15 @@ def test_configure_takes_effect() -> None:
     chunks = run([long_text], chunker)
     assert texts(chunks)[0] == "alpha beta gamma"
     assert texts(chunks)[1:] == [long_text[len("alpha beta gamma ") :]]
+
+
+def test_configure_mid_turn_applies_to_the_next_chunks() -> None:
+    chunker = Chunker()
+    assert texts(chunker.push(PREAMBLE + "Then")) == ["Okay, here we go now."]
+    chunker.configure(max_chunk_chars=20)
+    chunks = chunker.push(" a sentence that runs well past twenty characters")
+    assert texts(chunks) == ["Then a sentence that", "runs well past"]
+    assert [chunk.first for chunk in chunks] == [False, False]
 
 
 def test_configure_validates_and_caps_the_first_limit() -> None:

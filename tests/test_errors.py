@@ -132,14 +132,18 @@ async def test_resume_with_a_bad_token_or_unknown_session(strict_server: ServerP
         ready = await client.start()
         await client.say("Hello.")
     async with await Client.connect(strict_server.ws_url) as client:
-        await client.send({"type": "start", "session_id": ready["session_id"], "resume_token": "forged.token"})
+        await client.send(
+            {"type": "start", "session_id": ready["session_id"], "resume_token": "forged.token"}
+        )
         await expect_error(client, "invalid_token")
         other = URLSafeSerializer(SECRET, salt="streamer.resume").dumps("0" * 32)
         await client.send({"type": "start", "session_id": ready["session_id"], "resume_token": other})
         await expect_error(client, "invalid_token")  # a valid token of another session
         await client.send({"type": "start", "session_id": "0" * 32, "resume_token": other})
         await expect_error(client, "session_not_found")
-        await client.send({"type": "start", "session_id": ready["session_id"], "resume_token": ready["resume_token"]})
+        await client.send(
+            {"type": "start", "session_id": ready["session_id"], "resume_token": ready["resume_token"]}
+        )
         assert (await client.expect("ready"))["session_id"] == ready["session_id"]
 
 

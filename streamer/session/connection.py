@@ -155,6 +155,7 @@ class Connection:
         self._synth_task: asyncio.Task[None] | None = None
         self._idle_handle: asyncio.TimerHandle | None = None
         self._pending_audio: tuple[str, int] | None = None
+        self._turn_open = False  # text taken since the last flush/end/interrupt
         self.close_code: int | None = None
 
     # ---- lifecycle -----------------------------------------------------------------------------
@@ -202,6 +203,7 @@ class Connection:
             self._idle_handle = None
         session.chunker.clear()
         self._turn += 1
+        self._turn_open = False
         old = self._pipe
         old.discard(self.runtime.pool.cancel)
         self._pipe = _Pipeline(generation=session.generation)
@@ -220,9 +222,8 @@ class Connection:
 
     @property
     def idle(self) -> bool:
-        """No text waiting or being spoken: a draining server may close this connection now."""
-        session = self.session
-        return not self._pipe.entries and (session is None or session.chunker.buffered_chars == 0)
+        """No turn open or being spoken: a draining server may close this connection now."""
+        return not self._turn_open and not self._pipe.entries
 
     def _start_synthesizer(self) -> None:
         assert self._tg is not None
@@ -473,6 +474,7 @@ class Connection:
                 f"the session already holds {held} characters not yet spoken (limit {limit}); "
                 "this text was not taken"
             )
+        self._turn_open = True
         self._queue_chunks(session.chunker.push(text))
         self._arm_idle_flush()
 
@@ -485,6 +487,7 @@ class Connection:
         self._queue_chunks(session.chunker.flush())
         self._pipe.push(_TurnEnd(self._turn, kind, message_id, (session.format, session.sample_rate)))
         self._turn += 1
+        self._turn_open = False
         self._apply_pending_audio()
 
     def _queue_chunks(self, chunks: list[Chunk]) -> None:

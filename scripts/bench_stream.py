@@ -1,0 +1,898 @@
+#!/usr/bin/env python3
+"""Streaming benchmark: the server's own cost on top of the engine's, measured against a real server.
+
+For each engine (espeak, piper) the script starts `python -m streamer serve` on free loopback ports with
+``pool.workers`` = 2 and format ``pcm``, and measures in one run:
+
+- first-audio overhead: time to first audio at the client minus the engine's own time to its first
+  block for that chunk (``chunk_end.first_block_ms``, measured in the worker, same turn); one session
+  at a time, so no queueing is counted;
+- interrupt acknowledgement: time from sending ``interrupt`` to receiving ``interrupted`` with 8
+  sessions speaking continuously, and every stale message (a message of a generation older than the
+  latest ``interrupted``) seen for the rest of the run;
+- throughput: audio-seconds received per wall-second with 1, 4 and 8 sessions, divided by what the
+  engine alone produces in the same number of worker processes on the same chunks;
+- event-loop lag p99 of the server during each load phase (``GET /api/v1/status``);
+- and, in-process, the encoding cost of every output format on real speech.
+
+Only 127.0.0.1 is contacted. Every phase has a deadline; servers started here are stopped on exit,
+on Ctrl-C and on errors (their whole process group, workers included).
+
+    python scripts/bench_stream.py [--engines espeak,piper] [--quick] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import platform
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+import orjson
+import psutil
+import websockets
+import yaml
+
+HOST = "127.0.0.1"
+FORMAT = "pcm"
+FRAME_MS = 40  # the server's audio.frame_ms default; the encoding cost is measured per frame of this length
+
+# One sentence without a clause mark, shorter than the chunker's first chunk (60 characters): it is
+# chunk 0 on its own, so the in-process engine speaks exactly what the worker spoke.
+FIRST_AUDIO_TEXT = "Good morning and welcome to the support line."
+PARAGRAPH = (
+    "Thanks for waiting, I have your order in front of me now. "
+    "The package left our warehouse on Monday morning and reached the local depot yesterday afternoon. "
+    "It should be delivered before six o'clock today, and the driver will call you when he is close. "
+    "If nobody is at home, he can leave it with a neighbour or at the post office on Station Road. "
+    "You can also change the delivery address in the app until the van leaves the depot. "
+    "Is there anything else I can help you with while we are on the phone?"
+)
+LONG_PARAGRAPH = " ".join([PARAGRAPH] * 3)
+
+# Figure -> (target, comparison, engines it applies to; None: all).
+TARGETS: dict[str, tuple[float, str, tuple[str, ...] | None]] = {
+    "first_audio_overhead_median_ms": (5.0, "<=", None),
+    "first_audio_overhead_p95_ms": (15.0, "<=", None),
+    "interrupt_ack_p99_ms": (10.0, "<=", None),
+    "stale_messages": (0, "==", None),
+    "throughput_ratio_1": (0.9, ">=", ("piper",)),
+    "throughput_ratio_4": (0.9, ">=", ("piper",)),
+    "throughput_ratio_8": (0.9, ">=", ("piper",)),
+    "loop_lag_p99_ms": (5.0, "<=", None),
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much of everything one run does; --quick shrinks it to a smoke run."""
+
+    warmup_trials: int
+    first_audio_trials: int
+    engine_first_block_trials: int
+    throughput_sessions: tuple[int, ...]
+    throughput_turns: int  # turns per phase in all, split evenly over the sessions
+    interrupt_sessions: int
+    interrupts_per_session: int
+    encoding_seconds: float  # of speech encoded per format and repeat
+    encoding_repeats: int
+    phase_timeout_s: float
+
+
+FULL = Plan(3, 40, 40, (1, 4, 8), 24, 8, 16, 10.0, 5, 180.0)
+QUICK = Plan(2, 8, 10, (1, 4, 8), 8, 8, 3, 4.0, 1, 60.0)
+
+
+class BenchError(Exception):
+    """A phase failed or ran out of time: the run stops, servers are stopped, partial results printed."""
+
+
+# ---- statistics ---------------------------------------------------------------------------------
+
+
+def pct(values: list[float], q: float) -> float | None:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else None
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    return {
+        "n": len(values),
+        "median": pct(values, 50),
+        "p95": pct(values, 95),
+        "p99": pct(values, 99),
+        "min": min(values) if values else None,
+        "max": max(values) if values else None,
+    }
+
+
+# ---- the server under test ----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only, never a proxy
+
+
+def http_get_json(url: str, timeout: float = 5.0) -> dict[str, Any]:
+    with _NO_PROXY.open(url, timeout=timeout) as response:
+        data: dict[str, Any] = json.loads(response.read())
+        return data
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    http_port: int
+    ws_port: int
+    log_path: Path
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{HOST}:{self.ws_port}/api/v1/stream"
+
+    def status(self, reset_loop_lag: bool = False) -> dict[str, Any]:
+        query = "?reset_loop_lag=1" if reset_loop_lag else ""
+        return http_get_json(f"http://{HOST}:{self.http_port}/api/v1/status{query}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def cpu_seconds(self) -> tuple[float, float]:
+        """CPU seconds used so far by (the server's own process, its worker processes)."""
+        try:
+            proc = psutil.Process(self.process.pid)
+            own = proc.cpu_times()
+            workers = 0.0
+            for child in proc.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    times = child.cpu_times()
+                    workers += times.user + times.system
+            return own.user + own.system, workers
+        except psutil.Error:
+            return 0.0, 0.0
+
+    def stop(self) -> None:
+        """SIGTERM (the server drains and stops its workers), then SIGKILL to the whole group."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                pass
+        # The server runs in its own process group (start_new_session): this reaches only it and
+        # the workers it spawned, never anything else.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(5)
+
+
+def start_server(tmp: Path, engine: str, workers: int, ready_timeout: float = 60.0) -> Server:
+    config = {
+        "tts": {"engine": engine},
+        "pool": {"workers": workers},
+        "audio": {"default_format": FORMAT},
+        "logging": {"level": "WARNING", "format": "json"},
+    }
+    config_path = tmp / f"{engine}.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    http_port, ws_port = free_port(), free_port()
+    log_path = tmp / f"{engine}-server.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamer", "serve", "--config", str(config_path), "--host", HOST,
+             "--http-port", str(http_port), "--ws-port", str(ws_port)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # Ctrl-C reaches only us; we stop the server ourselves
+        )
+    server = Server(process, http_port, ws_port, log_path)
+    deadline = time.monotonic() + ready_timeout
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise BenchError(f"{engine} server exited with {process.returncode}:\n{server.log_tail()}")
+            with contextlib.suppress(OSError, ValueError):
+                if http_get_json(f"http://{HOST}:{http_port}/health", timeout=1).get("workers_ready", 0) >= workers:
+                    return server
+            time.sleep(0.1)
+        raise BenchError(f"{engine} server not ready in {ready_timeout:g} s:\n{server.log_tail()}")
+    except BaseException:
+        server.stop()
+        raise
+
+
+@contextlib.contextmanager
+def running_server(tmp: Path, engine: str, workers: int) -> Iterator[Server]:
+    server = start_server(tmp, engine, workers)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# ---- a minimal protocol client ------------------------------------------------------------------
+
+
+def decode(raw: str | bytes) -> dict[str, Any]:
+    message: dict[str, Any] = orjson.loads(raw) if isinstance(raw, str) else msgpack.unpackb(raw, raw=False)
+    return message
+
+
+class Client:
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.ready: dict[str, Any] = {}
+
+    @classmethod
+    async def open(cls, url: str, engine: str, compression: str | None) -> Client:
+        ws = await websockets.connect(
+            url, max_size=None, compression=compression, proxy=None, open_timeout=10, max_queue=64
+        )
+        client = cls(ws)
+        await client.send({"type": "start", "config": {"engine": engine, "format": FORMAT}})
+        message, _ = await client.recv(10)
+        if message.get("type") != "ready":
+            await ws.close()
+            raise BenchError(f"expected ready, got {message}")
+        client.ready = message
+        return client
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.ws.send(orjson.dumps(message).decode())
+
+    async def recv(self, timeout: float) -> tuple[dict[str, Any], float]:
+        """The next message and the perf_counter() time it was handed to us."""
+        raw = await asyncio.wait_for(self.ws.recv(), timeout)
+        return decode(raw), time.perf_counter()
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ws.close(), 5)
+
+
+class LagProbe:
+    """The benchmark client's own event-loop lag: it is on the same two cores as the server."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            started = time.perf_counter()
+            await asyncio.sleep(0.01)
+            self.samples.append(max(0.0, (time.perf_counter() - started - 0.01) * 1000))
+
+    def __enter__(self) -> LagProbe:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def p99(self) -> float | None:
+        return pct(self.samples, 99)
+
+
+def audio_seconds(message: dict[str, Any]) -> float:
+    return float(message["samples"]) / float(message["sample_rate"])
+
+
+# ---- phase: first audio -------------------------------------------------------------------------
+
+
+async def first_audio_phase(server: Server, engine: str, plan: Plan, compression: str | None) -> dict[str, Any]:
+    trials: list[dict[str, Any]] = []
+    voice = None
+    for index in range(plan.warmup_trials + plan.first_audio_trials):
+        client = await Client.open(server.ws_url, engine, compression)
+        voice = client.ready.get("voice")
+        try:
+            t0 = time.perf_counter()
+            await client.send({"type": "text", "text": FIRST_AUDIO_TEXT, "flush": True})
+            first_audio = None
+            first_chunk_end: dict[str, Any] | None = None
+            first_chunk_text = None
+            while True:
+                message, arrived = await client.recv(30)
+                kind = message["type"]
+                if kind == "audio" and first_audio is None:
+                    first_audio = arrived
+                elif kind == "chunk_start" and first_chunk_text is None:
+                    first_chunk_text = message.get("text")
+                elif kind == "chunk_end" and first_chunk_end is None:
+                    first_chunk_end = message
+                elif kind == "error":
+                    raise BenchError(f"first-audio trial: server error {message}")
+                elif kind == "done":
+                    break
+        finally:
+            await client.close()
+        if first_audio is None or first_chunk_end is None:
+            raise BenchError("first-audio trial: no audio or no chunk_end before done")
+        if index < plan.warmup_trials:
+            continue
+        ttfa = (first_audio - t0) * 1000
+        engine_ms = float(first_chunk_end.get("first_block_ms") or 0.0)
+        trials.append(
+            {
+                "ttfa_ms": ttfa,
+                "first_block_ms": engine_ms,
+                "overhead_ms": ttfa - engine_ms,
+                "queue_ms": first_chunk_end.get("queue_ms"),
+                "chunk_text": first_chunk_text,
+            }
+        )
+        await asyncio.sleep(0.05)  # let the session's teardown finish before the next trial
+    overhead = [t["overhead_ms"] for t in trials]
+    return {
+        "voice": voice,
+        "text": FIRST_AUDIO_TEXT,
+        "chunk0_texts": sorted({str(t["chunk_text"]) for t in trials}),
+        "overhead_ms": summary(overhead),
+        "ttfa_ms": summary([t["ttfa_ms"] for t in trials]),
+        "first_block_ms": summary([t["first_block_ms"] for t in trials]),
+        "queue_ms": summary([float(t["queue_ms"]) for t in trials if t["queue_ms"] is not None]),
+        "trials": trials,
+    }
+
+
+def engine_first_block(engine: str, voice: str, text: str, trials: int) -> dict[str, Any]:
+    """Time to the first PCM block with the engine in this process: the engine's floor."""
+    from streamer.engines import create_engine
+    from streamer.engines.base import SynthesisRequest
+
+    instance = create_engine(engine, {})
+    instance.load()
+    instance.warmup()
+    times: list[float] = []
+    for index in range(trials + 2):
+        started = time.perf_counter()
+        first = None
+        for _block in instance.synthesize(SynthesisRequest(text=text, voice=voice), lambda: False):
+            if first is None:
+                first = (time.perf_counter() - started) * 1000
+        if index >= 2 and first is not None:  # two more warm-up runs
+            times.append(first)
+    return summary(times)
+
+
+# ---- phase: throughput --------------------------------------------------------------------------
+
+
+async def _throughput_session(
+    server: Server, engine: str, turns: int, compression: str | None, start: asyncio.Event
+) -> dict[str, Any]:
+    client = await Client.open(server.ws_url, engine, compression)
+    try:
+        await start.wait()
+        # Every turn is sent at once, so the server always has work queued: this measures the
+        # server, not the client's round trips between turns.
+        for _ in range(turns):
+            await client.send({"type": "text", "text": PARAGRAPH, "flush": True})
+        seconds, chunk_ms, dones, chunks = 0.0, 0.0, 0, []
+        while dones < turns:
+            message, arrived = await client.recv(60)
+            kind = message["type"]
+            if kind == "audio":
+                seconds += audio_seconds(message)
+            elif kind == "chunk_start":
+                chunks.append(message["text"])
+            elif kind == "chunk_end":
+                chunk_ms += float(message["audio_ms"])
+            elif kind == "done":
+                dones += 1
+            elif kind == "error":
+                raise BenchError(f"throughput: server error {message}")
+        return {"audio_s": seconds, "chunk_audio_s": chunk_ms / 1000, "end": arrived, "chunks": chunks}
+    finally:
+        await client.close()
+
+
+async def throughput_phase(
+    server: Server, engine: str, sessions: int, plan: Plan, compression: str | None
+) -> dict[str, Any]:
+    turns = max(1, plan.throughput_turns // sessions)
+    start = asyncio.Event()
+    tasks = [
+        asyncio.create_task(_throughput_session(server, engine, turns, compression, start))
+        for _ in range(sessions)
+    ]
+    await asyncio.sleep(0.2)  # all sessions open and ready
+    cpu_before, client_cpu = server.cpu_seconds(), time.process_time()
+    t0 = time.perf_counter()
+    start.set()
+    results = await asyncio.gather(*tasks)
+    wall = max(r["end"] for r in results) - t0
+    cpu_after = server.cpu_seconds()
+    audio = sum(r["audio_s"] for r in results)
+    return {
+        "sessions": sessions,
+        "turns_per_session": turns,
+        "audio_s": audio,
+        "chunk_end_audio_s": sum(r["chunk_audio_s"] for r in results),
+        "wall_s": wall,
+        "audio_s_per_s": audio / wall,
+        "cpu_s": {
+            "server": cpu_after[0] - cpu_before[0],
+            "workers": cpu_after[1] - cpu_before[1],
+            "client": time.process_time() - client_cpu,
+            "available": wall * (os.cpu_count() or 1),
+        },
+        "chunks": [c for r in results for c in r["chunks"]],
+    }
+
+
+def _pool_init(engine: str) -> None:
+    # As the server's worker does: one OpenMP thread per worker on this machine.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // 2)))
+    from streamer.engines import create_engine
+
+    global _POOL_ENGINE
+    _POOL_ENGINE = create_engine(engine, {})
+    _POOL_ENGINE.load()
+    _POOL_ENGINE.warmup()
+
+
+_POOL_ENGINE: Any = None
+
+
+def _pool_synth(args: tuple[str, str]) -> float:
+    from streamer.engines.base import SynthesisRequest
+
+    text, voice = args
+    rate = next(v.sample_rate for v in _POOL_ENGINE.voices() if v.name == voice)
+    samples = sum(len(b) for b in _POOL_ENGINE.synthesize(SynthesisRequest(text=text, voice=voice), lambda: False))
+    return samples / rate
+
+
+def engine_only_throughput(engine: str, voice: str, chunks: list[str], workers: int) -> dict[str, Any]:
+    """The same chunks, spoken by the engine alone in ``workers`` processes, back to back."""
+    with mp.get_context("spawn").Pool(workers, initializer=_pool_init, initargs=(engine,)) as pool:
+        pool.map(_pool_synth, [("Warming up.", voice)] * workers * 2, chunksize=1)  # every process loaded
+        started = time.perf_counter()
+        audio = sum(pool.imap_unordered(_pool_synth, [(c, voice) for c in chunks], chunksize=1))
+        wall = time.perf_counter() - started
+    return {"workers": workers, "chunks": len(chunks), "audio_s": audio, "wall_s": wall, "audio_s_per_s": audio / wall}
+
+
+# ---- phase: interrupts --------------------------------------------------------------------------
+
+
+@dataclass
+class InterruptStats:
+    acks_ms: list[float] = field(default_factory=list)
+    stale: list[dict[str, Any]] = field(default_factory=list)
+    seq_errors: list[str] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    audio_s: float = 0.0
+
+
+async def _interrupt_session(
+    client: Client, count: int, stats: InterruptStats, rng: random.Random, deadline: float, grace_s: float
+) -> None:
+    acked = int(client.ready.get("generation", 0))  # messages below this generation are stale
+    expected_seq: int | None = None
+    done = 0
+    pending: float | None = None  # when the interrupt now waiting for its ack was sent
+    frames_before_interrupt = rng.randint(1, 40)
+    frames = 0
+    await client.send({"type": "text", "text": LONG_PARAGRAPH, "flush": True})
+    stop_at: float | None = None
+    while True:
+        now = time.perf_counter()
+        if stop_at is None and (done >= count or now > deadline) and pending is None:
+            stop_at = now + grace_s  # keep listening: a stale message may still come
+        if stop_at is not None and now >= stop_at:
+            return
+        timeout = 30.0 if stop_at is None else max(0.01, stop_at - now)
+        try:
+            message, arrived = await client.recv(timeout)
+        except TimeoutError:
+            if stop_at is not None:
+                return
+            raise BenchError(f"interrupt phase: no message for {timeout:g} s") from None
+        kind = message["type"]
+        generation = message.get("generation")
+        if pending is None and generation is not None and generation < acked and kind != "interrupted":
+            stats.stale.append({"message": {k: v for k, v in message.items() if k != "data"}, "acked": acked})
+        if kind == "audio":
+            stats.audio_s += audio_seconds(message)
+            seq = int(message["seq"])
+            if expected_seq is not None and seq != expected_seq:
+                stats.seq_errors.append(f"seq {seq} after {expected_seq - 1}")
+            expected_seq = seq + 1
+            if generation == acked and pending is None:
+                frames += 1
+        elif kind == "interrupted":
+            if pending is None:
+                stats.errors.append({"unexpected": message})
+                continue
+            stats.acks_ms.append((arrived - pending) * 1000)
+            pending = None
+            acked = int(message["generation"])
+            last_seq = message.get("last_seq")
+            if last_seq is not None and expected_seq is not None and last_seq != expected_seq - 1:
+                stats.seq_errors.append(f"interrupted.last_seq {last_seq}, last audio seq {expected_seq - 1}")
+            done += 1
+            frames, frames_before_interrupt = 0, rng.randint(1, 40)
+            if done < count and time.perf_counter() < deadline:
+                await client.send({"type": "text", "text": LONG_PARAGRAPH, "flush": True})
+            continue
+        elif kind == "done" and generation == acked and pending is None and stop_at is None:
+            # The paragraph ended before this session's interrupt point: speak it again.
+            await client.send({"type": "text", "text": LONG_PARAGRAPH, "flush": True})
+        elif kind == "error":
+            stats.errors.append(message)
+        if stop_at is None and pending is None and frames >= frames_before_interrupt and done < count:
+            pending = time.perf_counter()
+            await client.send({"type": "interrupt"})
+
+
+async def interrupt_phase(server: Server, engine: str, plan: Plan, compression: str | None) -> dict[str, Any]:
+    stats = InterruptStats()
+    clients = [await Client.open(server.ws_url, engine, compression) for _ in range(plan.interrupt_sessions)]
+    deadline = time.perf_counter() + plan.phase_timeout_s * 0.6
+    try:
+        with LagProbe() as probe:
+            cpu_before, client_cpu = server.cpu_seconds(), time.process_time()
+            t0 = time.perf_counter()
+            await asyncio.gather(
+                *(
+                    _interrupt_session(c, plan.interrupts_per_session, stats, random.Random(i), deadline, 1.0)
+                    for i, c in enumerate(clients)
+                )
+            )
+            wall = time.perf_counter() - t0
+            cpu_after = server.cpu_seconds()
+    finally:
+        await asyncio.gather(*(c.close() for c in clients))
+    return {
+        "sessions": plan.interrupt_sessions,
+        "interrupts": len(stats.acks_ms),
+        "ack_ms": summary(stats.acks_ms),
+        "stale_messages": len(stats.stale),
+        "stale_examples": stats.stale[:10],
+        "seq_errors": stats.seq_errors[:20],
+        "seq_error_count": len(stats.seq_errors),
+        "errors": stats.errors[:10],
+        "error_count": len(stats.errors),
+        "audio_s": stats.audio_s,
+        "wall_s": wall,
+        "client_loop_lag_p99_ms": probe.p99(),
+        "cpu_s": {
+            "server": cpu_after[0] - cpu_before[0],
+            "workers": cpu_after[1] - cpu_before[1],
+            "client": time.process_time() - client_cpu,
+            "available": wall * (os.cpu_count() or 1),
+        },
+    }
+
+
+# ---- one engine ---------------------------------------------------------------------------------
+
+
+def loop_lag(server: Server, reset: bool = False) -> dict[str, Any] | None:
+    try:
+        lag = server.status(reset_loop_lag=reset).get("loop_lag")
+    except (OSError, ValueError):
+        return None
+    return lag if isinstance(lag, dict) else None
+
+
+async def _with_deadline(coro: Any, seconds: float, what: str) -> Any:
+    try:
+        return await asyncio.wait_for(coro, seconds)
+    except TimeoutError:
+        raise BenchError(f"{what} did not finish in {seconds:g} s") from None
+
+
+async def server_phases(server: Server, engine: str, plan: Plan, compression: str | None, out: dict[str, Any]) -> None:
+    t = plan.phase_timeout_s
+    say(f"  first audio: {plan.first_audio_trials} sequential trials after {plan.warmup_trials} warm-up")
+    out["first_audio"] = await _with_deadline(first_audio_phase(server, engine, plan, compression), t, "first audio")
+    out["throughput"] = {}
+    out["loop_lag"] = {}
+    for sessions in plan.throughput_sessions:
+        say(f"  throughput: {sessions} session(s)")
+        loop_lag(server, reset=True)
+        result = await _with_deadline(
+            throughput_phase(server, engine, sessions, plan, compression), t, f"throughput with {sessions}"
+        )
+        out["loop_lag"][f"throughput_{sessions}"] = loop_lag(server)
+        out["throughput"][str(sessions)] = result
+    say(f"  interrupts: {plan.interrupt_sessions} busy sessions")
+    loop_lag(server, reset=True)
+    out["interrupt"] = await _with_deadline(interrupt_phase(server, engine, plan, compression), t, "interrupts")
+    out["loop_lag"]["interrupt"] = loop_lag(server)
+    with contextlib.suppress(OSError, ValueError):
+        out["server_status_after"] = {k: v for k, v in server.status().items() if k in ("pool", "counters")}
+
+
+def bench_engine(engine: str, plan: Plan, workers: int, compression: str | None, tmp: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {"engine": engine, "pool_workers": workers, "format": FORMAT}
+    say(f"[{engine}] starting the server (pool.workers={workers}, format {FORMAT})")
+    with running_server(tmp, engine, workers) as server:
+        asyncio.run(server_phases(server, engine, plan, compression, out))
+        voice = out["first_audio"]["voice"]
+        say(f"  engine alone, in process: time to first block ({plan.engine_first_block_trials} runs)")
+        out["engine_first_block_ms"] = engine_first_block(engine, voice, FIRST_AUDIO_TEXT, plan.engine_first_block_trials)
+    # The engine-only throughput runs with the server stopped: its processes get the machine to themselves.
+    first = plan.throughput_sessions[0]
+    chunks = out["throughput"][str(first)].pop("chunks")
+    for result in out["throughput"].values():
+        result.pop("chunks", None)
+    say(f"  engine alone, {workers} processes: the same {len(chunks)} chunks")
+    out["engine_only_throughput"] = engine_only_throughput(engine, voice, chunks, workers)
+    derive(out)
+    return out
+
+
+def derive(out: dict[str, Any]) -> None:
+    """The headline figures, each comparable with its target."""
+    fig: dict[str, Any] = {}
+    first = out["first_audio"]
+    fig["first_audio_overhead_median_ms"] = first["overhead_ms"]["median"]
+    fig["first_audio_overhead_p95_ms"] = first["overhead_ms"]["p95"]
+    fig["ttfa_median_ms"] = first["ttfa_ms"]["median"]
+    fig["worker_first_block_median_ms"] = first["first_block_ms"]["median"]
+    fig["engine_first_block_median_ms"] = out["engine_first_block_ms"]["median"]
+    if fig["engine_first_block_median_ms"]:
+        fig["ttfa_over_engine"] = fig["ttfa_median_ms"] / fig["engine_first_block_median_ms"]
+    fig["interrupt_ack_p50_ms"] = out["interrupt"]["ack_ms"]["median"]
+    fig["interrupt_ack_p99_ms"] = out["interrupt"]["ack_ms"]["p99"]
+    fig["interrupts"] = out["interrupt"]["interrupts"]
+    fig["stale_messages"] = out["interrupt"]["stale_messages"]
+    engine_rate = out["engine_only_throughput"]["audio_s_per_s"]
+    fig["engine_only_audio_s_per_s"] = engine_rate
+    for sessions, result in out["throughput"].items():
+        fig[f"throughput_audio_s_per_s_{sessions}"] = result["audio_s_per_s"]
+        fig[f"throughput_ratio_{sessions}"] = result["audio_s_per_s"] / engine_rate
+    p99s = [lag["p99_ms"] for lag in out["loop_lag"].values() if lag and lag.get("samples")]
+    fig["loop_lag_p99_ms"] = max(p99s) if p99s else None
+    out["figures"] = fig
+
+
+# ---- encoding cost ------------------------------------------------------------------------------
+
+
+def encoding_cost(plan: Plan) -> dict[str, Any]:
+    """Each format's encoder fed real espeak speech in 40 ms frames, as the server feeds it."""
+    from streamer.audio import FORMATS, StreamingEncoder
+    from streamer.engines import create_engine
+    from streamer.engines.base import SynthesisRequest
+
+    espeak = create_engine("espeak", {})
+    espeak.load()
+    rate = next(v.sample_rate for v in espeak.voices() if v.name == "en")
+    pcm = np.concatenate(list(espeak.synthesize(SynthesisRequest(text=LONG_PARAGRAPH, voice="en"), lambda: False)))
+    pcm = pcm[: int(plan.encoding_seconds * rate)]
+    frame = rate * FRAME_MS // 1000
+    frames = [pcm[i : i + frame] for i in range(0, len(pcm), frame)]
+    seconds = len(pcm) / rate
+    results: dict[str, Any] = {}
+    for fmt in FORMATS:
+        totals, per_frame = [], []
+        for _ in range(plan.encoding_repeats + 1):
+            encoder = StreamingEncoder(fmt, 24000)
+            times = []
+            started = time.perf_counter()
+            for piece in frames:
+                t = time.perf_counter()
+                encoder.encode(piece, rate)
+                times.append((time.perf_counter() - t) * 1000)
+            t = time.perf_counter()
+            encoder.flush()
+            flush_ms = (time.perf_counter() - t) * 1000
+            totals.append((time.perf_counter() - started) * 1000)
+            per_frame.append(times)
+        totals, per_frame = totals[1:], per_frame[1:]  # the first pass warms the codec up
+        best = min(range(len(totals)), key=totals.__getitem__)
+        all_frames = [x for run in per_frame for x in run]
+        results[fmt] = {
+            "output_rate": encoder.sample_rate,
+            "ms_per_frame": statistics.median(totals) / len(frames),
+            "frame_p99_ms": pct(all_frames, 99),
+            "frame_max_ms": max(all_frames),
+            "flush_ms": flush_ms,
+            "fraction_of_real_time": statistics.median(totals) / 1000 / seconds,
+            "best_ms_per_frame": totals[best] / len(frames),
+        }
+    return {"input_rate": rate, "output_rate_requested": 24000, "seconds": seconds, "frames": len(frames), "formats": results}
+
+
+# ---- report -------------------------------------------------------------------------------------
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def verdict(name: str, value: Any, engine: str) -> tuple[str, str]:
+    target = TARGETS.get(name)
+    if target is None or (target[2] is not None and engine not in target[2]):
+        return "", ""
+    limit, op, _ = target
+    shown = f"{op} {limit:g}".replace("<=", "≤").replace(">=", "≥").replace("==", "=")
+    if value is None:
+        return shown, "n/a"
+    ok = {"<=": value <= limit, ">=": value >= limit, "==": value == limit}[op]
+    return shown, "PASS" if ok else "MISS"
+
+
+def fmt_value(value: Any, unit: str) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, int):
+        return f"{value}{unit}"
+    return f"{value:.3g}{unit}" if abs(value) < 100 else f"{value:.0f}{unit}"
+
+
+def engine_rows(out: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    fig, engine = out["figures"], out["engine"]
+    rows: list[tuple[str, str, str, str]] = []
+
+    def row(label: str, name: str | None, value: Any, unit: str = "") -> None:
+        target, result = verdict(name, value, engine) if name else ("", "")
+        rows.append((label, fmt_value(value, unit), target + (unit if target else ""), result))
+
+    first = out["first_audio"]
+    row("first-audio overhead, median", "first_audio_overhead_median_ms", fig["first_audio_overhead_median_ms"], " ms")
+    row("first-audio overhead, p95", "first_audio_overhead_p95_ms", fig["first_audio_overhead_p95_ms"], " ms")
+    row("time to first audio, median", None, fig["ttfa_median_ms"], " ms")
+    row("  worker first block, median (same turns)", None, fig["worker_first_block_median_ms"], " ms")
+    row("  engine in process, first block, median", None, fig["engine_first_block_median_ms"], " ms")
+    row("  TTFA ÷ engine in process", None, fig.get("ttfa_over_engine"), "×")
+    row(f"interrupted ack, p50 ({fig['interrupts']} interrupts)", None, fig["interrupt_ack_p50_ms"], " ms")
+    row("interrupted ack, p99", "interrupt_ack_p99_ms", fig["interrupt_ack_p99_ms"], " ms")
+    row("stale messages after interrupted", "stale_messages", fig["stale_messages"])
+    row(f"engine alone, {out['pool_workers']} processes", None, fig["engine_only_audio_s_per_s"], " audio-s/s")
+    for sessions in out["throughput"]:
+        row(f"server, {sessions} session(s)", None, fig[f"throughput_audio_s_per_s_{sessions}"], " audio-s/s")
+        row(f"  ratio server ÷ engine alone, {sessions}", f"throughput_ratio_{sessions}", fig[f"throughput_ratio_{sessions}"])
+    row("event-loop lag p99, worst load phase", "loop_lag_p99_ms", fig["loop_lag_p99_ms"], " ms")
+    for phase, lag in out["loop_lag"].items():
+        row(f"  {phase}", None, lag.get("p99_ms") if lag else None, " ms")
+    del first
+    return rows
+
+
+def print_table(title: str, headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    print(f"\n{title}")
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def print_report(report: dict[str, Any]) -> None:
+    for out in report["engines"].values():
+        if "figures" not in out:
+            continue
+        title = (
+            f"{out['engine']} — format {out['format']}, server pool.workers={out['pool_workers']}, "
+            f"engine-only on {out['pool_workers']} processes, {os.cpu_count()} cores"
+        )
+        print_table(title, ("figure", "value", "target", ""), engine_rows(out))
+    enc = report.get("encoding")
+    if enc:
+        rows = [
+            (
+                fmt,
+                f"{r['output_rate']}",
+                f"{r['ms_per_frame']:.3f}",
+                f"{r['frame_p99_ms']:.3f}",
+                f"{r['fraction_of_real_time'] * 100:.2f} %",
+            )
+            for fmt, r in enc["formats"].items()
+        ]
+        print_table(
+            f"encoding cost — {enc['seconds']:.1f} s of espeak speech at {enc['input_rate']} Hz "
+            f"in {FRAME_MS} ms frames, 24000 Hz asked",
+            ("format", "out Hz", "ms/frame", "p99 ms/frame", "of real time"),
+            rows,
+        )
+    for note in report["notes"]:
+        print(f"note: {note}")
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {"cpu": model or platform.processor(), "cores": os.cpu_count(), "python": platform.python_version()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--engines", default="espeak,piper", help="comma-separated (default: espeak,piper)")
+    parser.add_argument("--quick", action="store_true", help="fewer trials: a smoke run of about a minute")
+    parser.add_argument("--json", type=Path, help="write every figure, raw trials included, to this file")
+    parser.add_argument("--workers", type=int, default=2, help="pool.workers of the server and engine-only runs (2)")
+    parser.add_argument(
+        "--compression",
+        choices=("deflate", "none"),
+        default="deflate",
+        help="WebSocket permessage-deflate offered by the client (default: deflate, as browsers do)",
+    )
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    compression = None if args.compression == "none" else "deflate"
+
+    from streamer.engines import is_available
+
+    report: dict[str, Any] = {
+        "machine": machine(),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "plan": plan.__dict__,
+        "compression": args.compression,
+        "engines": {},
+        "notes": [],
+    }
+    started = time.perf_counter()
+    status = 0
+    # SIGTERM unwinds like Ctrl-C, through every finally that stops a server.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
+            for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
+                if not is_available(engine):
+                    report["notes"].append(f"{engine} skipped: not installed (pip install -e '.[{engine}]')")
+                    continue
+                report["engines"][engine] = {"engine": engine}
+                report["engines"][engine] = bench_engine(engine, plan, args.workers, compression, Path(tmp))
+            say("encoding cost per format (in process)")
+            report["encoding"] = encoding_cost(plan)
+    except BenchError as exc:
+        report["notes"].append(f"run stopped: {exc}")
+        status = 1
+    except KeyboardInterrupt:
+        report["notes"].append("run interrupted")
+        status = 130
+    report["elapsed_s"] = time.perf_counter() - started
+    report["notes"].append(
+        f"{report['machine']['cores']} cores ({report['machine']['cpu']}); the client, the server and its "
+        f"workers share them; websocket compression: {args.compression}; {report['elapsed_s']:.0f} s in all"
+    )
+    print_report(report)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, default=str))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
