@@ -181,10 +181,8 @@ class Server:
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 self.process.send_signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                pass
         # The server runs in its own process group (start_new_session): this reaches only it and
         # the workers it spawned, never anything else.
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -207,8 +205,20 @@ def start_server(tmp: Path, engine: str, workers: int, ready_timeout: float = 60
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "streamer", "serve", "--config", str(config_path), "--host", HOST,
-             "--http-port", str(http_port), "--ws-port", str(ws_port)],
+            [
+                sys.executable,
+                "-m",
+                "streamer",
+                "serve",
+                "--config",
+                str(config_path),
+                "--host",
+                HOST,
+                "--http-port",
+                str(http_port),
+                "--ws-port",
+                str(ws_port),
+            ],
             stdout=log_file,
             stderr=subprocess.STDOUT,
             env=env,
@@ -221,7 +231,10 @@ def start_server(tmp: Path, engine: str, workers: int, ready_timeout: float = 60
             if process.poll() is not None:
                 raise BenchError(f"{engine} server exited with {process.returncode}:\n{server.log_tail()}")
             with contextlib.suppress(OSError, ValueError):
-                if http_get_json(f"http://{HOST}:{http_port}/health", timeout=1).get("workers_ready", 0) >= workers:
+                if (
+                    http_get_json(f"http://{HOST}:{http_port}/health", timeout=1).get("workers_ready", 0)
+                    >= workers
+                ):
                     return server
             time.sleep(0.1)
         raise BenchError(f"{engine} server not ready in {ready_timeout:g} s:\n{server.log_tail()}")
@@ -311,7 +324,9 @@ def audio_seconds(message: dict[str, Any]) -> float:
 # ---- phase: first audio -------------------------------------------------------------------------
 
 
-async def first_audio_phase(server: Server, engine: str, plan: Plan, compression: str | None) -> dict[str, Any]:
+async def first_audio_phase(
+    server: Server, engine: str, plan: Plan, compression: str | None
+) -> dict[str, Any]:
     trials: list[dict[str, Any]] = []
     voice = None
     for index in range(plan.warmup_trials + plan.first_audio_trials):
@@ -390,51 +405,42 @@ def engine_first_block(engine: str, voice: str, text: str, trials: int) -> dict[
 # ---- phase: throughput --------------------------------------------------------------------------
 
 
-async def _throughput_session(
-    server: Server, engine: str, turns: int, compression: str | None, start: asyncio.Event
-) -> dict[str, Any]:
-    client = await Client.open(server.ws_url, engine, compression)
-    try:
-        await start.wait()
-        # Every turn is sent at once, so the server always has work queued: this measures the
-        # server, not the client's round trips between turns.
-        for _ in range(turns):
-            await client.send({"type": "text", "text": PARAGRAPH, "flush": True})
-        seconds, chunk_ms, dones, chunks = 0.0, 0.0, 0, []
-        while dones < turns:
-            message, arrived = await client.recv(60)
-            kind = message["type"]
-            if kind == "audio":
-                seconds += audio_seconds(message)
-            elif kind == "chunk_start":
-                chunks.append(message["text"])
-            elif kind == "chunk_end":
-                chunk_ms += float(message["audio_ms"])
-            elif kind == "done":
-                dones += 1
-            elif kind == "error":
-                raise BenchError(f"throughput: server error {message}")
-        return {"audio_s": seconds, "chunk_audio_s": chunk_ms / 1000, "end": arrived, "chunks": chunks}
-    finally:
-        await client.close()
+async def _throughput_session(client: Client, turns: int) -> dict[str, Any]:
+    # Every turn is sent at once, so the server always has work queued: this measures the server,
+    # not the client's round trips between turns.
+    for _ in range(turns):
+        await client.send({"type": "text", "text": PARAGRAPH, "flush": True})
+    seconds, chunk_ms, dones, chunks, arrived = 0.0, 0.0, 0, [], 0.0
+    while dones < turns:
+        message, arrived = await client.recv(60)
+        kind = message["type"]
+        if kind == "audio":
+            seconds += audio_seconds(message)
+        elif kind == "chunk_start":
+            chunks.append(message["text"])
+        elif kind == "chunk_end":
+            chunk_ms += float(message["audio_ms"])
+        elif kind == "done":
+            dones += 1
+        elif kind == "error":
+            raise BenchError(f"throughput: server error {message}")
+    return {"audio_s": seconds, "chunk_audio_s": chunk_ms / 1000, "end": arrived, "chunks": chunks}
 
 
 async def throughput_phase(
     server: Server, engine: str, sessions: int, plan: Plan, compression: str | None
 ) -> dict[str, Any]:
     turns = max(1, plan.throughput_turns // sessions)
-    start = asyncio.Event()
-    tasks = [
-        asyncio.create_task(_throughput_session(server, engine, turns, compression, start))
-        for _ in range(sessions)
-    ]
-    await asyncio.sleep(0.2)  # all sessions open and ready
-    cpu_before, client_cpu = server.cpu_seconds(), time.process_time()
-    t0 = time.perf_counter()
-    start.set()
-    results = await asyncio.gather(*tasks)
-    wall = max(r["end"] for r in results) - t0
-    cpu_after = server.cpu_seconds()
+    clients = [await Client.open(server.ws_url, engine, compression) for _ in range(sessions)]
+    try:
+        cpu_before, client_cpu = server.cpu_seconds(), time.process_time()
+        t0 = time.perf_counter()
+        results = await asyncio.gather(*(_throughput_session(c, turns) for c in clients))
+        wall = max(r["end"] for r in results) - t0
+        cpu_after = server.cpu_seconds()
+        client_cpu = time.process_time() - client_cpu
+    finally:
+        await asyncio.gather(*(c.close() for c in clients))
     audio = sum(r["audio_s"] for r in results)
     return {
         "sessions": sessions,
@@ -446,7 +452,7 @@ async def throughput_phase(
         "cpu_s": {
             "server": cpu_after[0] - cpu_before[0],
             "workers": cpu_after[1] - cpu_before[1],
-            "client": time.process_time() - client_cpu,
+            "client": client_cpu,
             "available": wall * (os.cpu_count() or 1),
         },
         "chunks": [c for r in results for c in r["chunks"]],
@@ -472,7 +478,9 @@ def _pool_synth(args: tuple[str, str]) -> float:
 
     text, voice = args
     rate = next(v.sample_rate for v in _POOL_ENGINE.voices() if v.name == voice)
-    samples = sum(len(b) for b in _POOL_ENGINE.synthesize(SynthesisRequest(text=text, voice=voice), lambda: False))
+    samples = sum(
+        len(b) for b in _POOL_ENGINE.synthesize(SynthesisRequest(text=text, voice=voice), lambda: False)
+    )
     return samples / rate
 
 
@@ -483,7 +491,13 @@ def engine_only_throughput(engine: str, voice: str, chunks: list[str], workers: 
         started = time.perf_counter()
         audio = sum(pool.imap_unordered(_pool_synth, [(c, voice) for c in chunks], chunksize=1))
         wall = time.perf_counter() - started
-    return {"workers": workers, "chunks": len(chunks), "audio_s": audio, "wall_s": wall, "audio_s_per_s": audio / wall}
+    return {
+        "workers": workers,
+        "chunks": len(chunks),
+        "audio_s": audio,
+        "wall_s": wall,
+        "audio_s_per_s": audio / wall,
+    }
 
 
 # ---- phase: interrupts --------------------------------------------------------------------------
@@ -617,10 +631,14 @@ async def _with_deadline(coro: Any, seconds: float, what: str) -> Any:
         raise BenchError(f"{what} did not finish in {seconds:g} s") from None
 
 
-async def server_phases(server: Server, engine: str, plan: Plan, compression: str | None, out: dict[str, Any]) -> None:
+async def server_phases(
+    server: Server, engine: str, plan: Plan, compression: str | None, out: dict[str, Any]
+) -> None:
     t = plan.phase_timeout_s
     say(f"  first audio: {plan.first_audio_trials} sequential trials after {plan.warmup_trials} warm-up")
-    out["first_audio"] = await _with_deadline(first_audio_phase(server, engine, plan, compression), t, "first audio")
+    out["first_audio"] = await _with_deadline(
+        first_audio_phase(server, engine, plan, compression), t, "first audio"
+    )
     out["throughput"] = {}
     out["loop_lag"] = {}
     for sessions in plan.throughput_sessions:
@@ -633,20 +651,27 @@ async def server_phases(server: Server, engine: str, plan: Plan, compression: st
         out["throughput"][str(sessions)] = result
     say(f"  interrupts: {plan.interrupt_sessions} busy sessions")
     loop_lag(server, reset=True)
-    out["interrupt"] = await _with_deadline(interrupt_phase(server, engine, plan, compression), t, "interrupts")
+    out["interrupt"] = await _with_deadline(
+        interrupt_phase(server, engine, plan, compression), t, "interrupts"
+    )
     out["loop_lag"]["interrupt"] = loop_lag(server)
     with contextlib.suppress(OSError, ValueError):
         out["server_status_after"] = {k: v for k, v in server.status().items() if k in ("pool", "counters")}
 
 
-def bench_engine(engine: str, plan: Plan, workers: int, compression: str | None, tmp: Path) -> dict[str, Any]:
-    out: dict[str, Any] = {"engine": engine, "pool_workers": workers, "format": FORMAT}
+def bench_engine(
+    engine: str, plan: Plan, workers: int, compression: str | None, tmp: Path, out: dict[str, Any]
+) -> None:
+    """Every figure of one engine, written into ``out`` as it is measured (partial on failure)."""
+    out.update({"engine": engine, "pool_workers": workers, "format": FORMAT})
     say(f"[{engine}] starting the server (pool.workers={workers}, format {FORMAT})")
     with running_server(tmp, engine, workers) as server:
         asyncio.run(server_phases(server, engine, plan, compression, out))
         voice = out["first_audio"]["voice"]
         say(f"  engine alone, in process: time to first block ({plan.engine_first_block_trials} runs)")
-        out["engine_first_block_ms"] = engine_first_block(engine, voice, FIRST_AUDIO_TEXT, plan.engine_first_block_trials)
+        out["engine_first_block_ms"] = engine_first_block(
+            engine, voice, FIRST_AUDIO_TEXT, plan.engine_first_block_trials
+        )
     # The engine-only throughput runs with the server stopped: its processes get the machine to themselves.
     first = plan.throughput_sessions[0]
     chunks = out["throughput"][str(first)].pop("chunks")
@@ -655,7 +680,6 @@ def bench_engine(engine: str, plan: Plan, workers: int, compression: str | None,
     say(f"  engine alone, {workers} processes: the same {len(chunks)} chunks")
     out["engine_only_throughput"] = engine_only_throughput(engine, voice, chunks, workers)
     derive(out)
-    return out
 
 
 def derive(out: dict[str, Any]) -> None:
@@ -695,7 +719,9 @@ def encoding_cost(plan: Plan) -> dict[str, Any]:
     espeak = create_engine("espeak", {})
     espeak.load()
     rate = next(v.sample_rate for v in espeak.voices() if v.name == "en")
-    pcm = np.concatenate(list(espeak.synthesize(SynthesisRequest(text=LONG_PARAGRAPH, voice="en"), lambda: False)))
+    pcm = np.concatenate(
+        list(espeak.synthesize(SynthesisRequest(text=LONG_PARAGRAPH, voice="en"), lambda: False))
+    )
     pcm = pcm[: int(plan.encoding_seconds * rate)]
     frame = rate * FRAME_MS // 1000
     frames = [pcm[i : i + frame] for i in range(0, len(pcm), frame)]
@@ -717,7 +743,6 @@ def encoding_cost(plan: Plan) -> dict[str, Any]:
             totals.append((time.perf_counter() - started) * 1000)
             per_frame.append(times)
         totals, per_frame = totals[1:], per_frame[1:]  # the first pass warms the codec up
-        best = min(range(len(totals)), key=totals.__getitem__)
         all_frames = [x for run in per_frame for x in run]
         results[fmt] = {
             "output_rate": encoder.sample_rate,
@@ -726,9 +751,14 @@ def encoding_cost(plan: Plan) -> dict[str, Any]:
             "frame_max_ms": max(all_frames),
             "flush_ms": flush_ms,
             "fraction_of_real_time": statistics.median(totals) / 1000 / seconds,
-            "best_ms_per_frame": totals[best] / len(frames),
         }
-    return {"input_rate": rate, "output_rate_requested": 24000, "seconds": seconds, "frames": len(frames), "formats": results}
+    return {
+        "input_rate": rate,
+        "output_rate_requested": 24000,
+        "seconds": seconds,
+        "frames": len(frames),
+        "formats": results,
+    }
 
 
 # ---- report -------------------------------------------------------------------------------------
@@ -766,8 +796,12 @@ def engine_rows(out: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         target, result = verdict(name, value, engine) if name else ("", "")
         rows.append((label, fmt_value(value, unit), target + (unit if target else ""), result))
 
-    first = out["first_audio"]
-    row("first-audio overhead, median", "first_audio_overhead_median_ms", fig["first_audio_overhead_median_ms"], " ms")
+    row(
+        "first-audio overhead, median",
+        "first_audio_overhead_median_ms",
+        fig["first_audio_overhead_median_ms"],
+        " ms",
+    )
     row("first-audio overhead, p95", "first_audio_overhead_p95_ms", fig["first_audio_overhead_p95_ms"], " ms")
     row("time to first audio, median", None, fig["ttfa_median_ms"], " ms")
     row("  worker first block, median (same turns)", None, fig["worker_first_block_median_ms"], " ms")
@@ -776,14 +810,19 @@ def engine_rows(out: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     row(f"interrupted ack, p50 ({fig['interrupts']} interrupts)", None, fig["interrupt_ack_p50_ms"], " ms")
     row("interrupted ack, p99", "interrupt_ack_p99_ms", fig["interrupt_ack_p99_ms"], " ms")
     row("stale messages after interrupted", "stale_messages", fig["stale_messages"])
-    row(f"engine alone, {out['pool_workers']} processes", None, fig["engine_only_audio_s_per_s"], " audio-s/s")
+    row(
+        f"engine alone, {out['pool_workers']} processes", None, fig["engine_only_audio_s_per_s"], " audio-s/s"
+    )
     for sessions in out["throughput"]:
         row(f"server, {sessions} session(s)", None, fig[f"throughput_audio_s_per_s_{sessions}"], " audio-s/s")
-        row(f"  ratio server ÷ engine alone, {sessions}", f"throughput_ratio_{sessions}", fig[f"throughput_ratio_{sessions}"])
+        row(
+            f"  ratio server ÷ engine alone, {sessions}",
+            f"throughput_ratio_{sessions}",
+            fig[f"throughput_ratio_{sessions}"],
+        )
     row("event-loop lag p99, worst load phase", "loop_lag_p99_ms", fig["loop_lag_p99_ms"], " ms")
     for phase, lag in out["loop_lag"].items():
         row(f"  {phase}", None, lag.get("p99_ms") if lag else None, " ms")
-    del first
     return rows
 
 
@@ -834,7 +873,15 @@ def machine() -> dict[str, Any]:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    return {"cpu": model or platform.processor(), "cores": os.cpu_count(), "python": platform.python_version()}
+    return {
+        "cpu": model or platform.processor(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+
+
+def _interrupt_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -842,7 +889,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engines", default="espeak,piper", help="comma-separated (default: espeak,piper)")
     parser.add_argument("--quick", action="store_true", help="fewer trials: a smoke run of about a minute")
     parser.add_argument("--json", type=Path, help="write every figure, raw trials included, to this file")
-    parser.add_argument("--workers", type=int, default=2, help="pool.workers of the server and engine-only runs (2)")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="pool.workers of the server and engine-only runs (2)"
+    )
     parser.add_argument(
         "--compression",
         choices=("deflate", "none"),
@@ -866,15 +915,15 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     status = 0
     # SIGTERM unwinds like Ctrl-C, through every finally that stops a server.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     try:
         with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
             for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
                 if not is_available(engine):
                     report["notes"].append(f"{engine} skipped: not installed (pip install -e '.[{engine}]')")
                     continue
-                report["engines"][engine] = {"engine": engine}
-                report["engines"][engine] = bench_engine(engine, plan, args.workers, compression, Path(tmp))
+                report["engines"][engine] = out = {}
+                bench_engine(engine, plan, args.workers, compression, Path(tmp), out)
             say("encoding cost per format (in process)")
             report["encoding"] = encoding_cost(plan)
     except BenchError as exc:

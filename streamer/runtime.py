@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -46,7 +47,8 @@ class Runtime:
         self.draining = False
         self.loop_lag = LoopLagMonitor()
         self._background: list[asyncio.Task[None]] = []
-        self.counters: dict[str, int] = {"sessions_opened": 0, "interrupts": 0, "audio_bytes": 0}
+        self.counters: dict[str, int] = {"sessions_opened": 0, "interrupts": 0, "audio_bytes": 0, "turns": 0}
+        self.ttfa_ms: deque[float] = deque(maxlen=1000)  # recent turns' time to first audio
 
     async def start(self) -> None:
         await self.pool.start()
@@ -112,6 +114,10 @@ class Runtime:
         )
         self.counters["sessions_opened"] += 1
         return self.sessions.add(session)
+
+    def record_ttfa(self, ms: float) -> None:
+        self.counters["turns"] += 1
+        self.ttfa_ms.append(ms)
 
     def status(self) -> dict[str, Any]:
         return {

@@ -7,6 +7,7 @@ import random
 
 import numpy as np
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from streamer.engines import create_engine
 from streamer.engines.base import SynthesisRequest
@@ -143,7 +144,7 @@ async def test_idle_flush_speaks_complete_words_without_done(espeak_server: Serv
         assert turn.audio
         await client.send({"type": "text", "text": "en arrives.", "flush": True})
         rest = await client.until("done")
-        assert "token arrives." in [e["text"] for e in rest.of_type("chunk_start")][0]
+        assert "token arrives." in rest.of_type("chunk_start")[0]["text"]
 
 
 async def test_config_changes_voice_from_the_next_chunk_and_format_from_the_next_turn(
@@ -156,7 +157,7 @@ async def test_config_changes_voice_from_the_next_chunk_and_format_from_the_next
         assert configured["voice"] == "de" and configured["audio"]["format"] == "mp3"
         turn = await client.say("Guten Tag.")
         assert {f["format"] for f in turn.audio} == {"mp3"}
-        samples, rate = decode_audio(turn.data)
+        samples, _ = decode_audio(turn.data)
         assert rms(samples) > 0.02
 
 
@@ -167,7 +168,7 @@ async def test_end_finishes_the_buffered_text_then_closes_normally(espeak_server
         await client.send({"type": "end", "id": "bye"})
         turn = await client.until("done")
         assert turn.done["id"] == "bye" and turn.audio
-        with pytest.raises(Exception):
+        with pytest.raises(ConnectionClosed):
             await client.recv(timeout=5)
         assert client.ws.close_code == 1000
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -94,6 +95,7 @@ class _ChunkEntry:
     speed: float
     audio: tuple[str, int]  # format, requested sample rate of the chunk's turn
     job: Job | None = None
+    created_at: float = field(default_factory=time.perf_counter)
 
 
 @dataclass(eq=False)
@@ -116,6 +118,10 @@ class _Pipeline:
     chunk_counter: int = 0
     turn_audio_ms: float = 0.0
     samples_reported: int = 0
+    turn_started_at: float | None = None  # when the turn's first chunk was cut from the text
+    turn_first_audio_ms: float | None = None
+    turn_synth_ms: float = 0.0
+    turn_chunks: int = 0
 
     def push(self, entry: _ChunkEntry | _TurnEnd) -> None:
         self.entries.append(entry)
@@ -205,6 +211,8 @@ class Connection:
         self._turn += 1
         self._turn_open = False
         old = self._pipe
+        if old.turn_chunks:
+            self._log_turn(old, "interrupted")
         old.discard(self.runtime.pool.cancel)
         self._pipe = _Pipeline(generation=session.generation)
         if self._synth_task is not None:
@@ -390,9 +398,10 @@ class Connection:
         session.ever_attached = True
         session.touch()
         self.session = session
+        # Bound before the synthesizer starts: tasks copy the context they are created in.
+        structlog.contextvars.bind_contextvars(session_id=session.id)
         self._pipe = _Pipeline(generation=session.generation)
         self._start_synthesizer()
-        structlog.contextvars.bind_contextvars(session_id=session.id)
         self._send_control(self._ready_event(session))
         log.info(
             "session_opened",
@@ -566,7 +575,7 @@ class Connection:
         pipe.rejected_turns.add(entry.turn)
         event = error_event(
             exc.code,
-            f"{exc.message}: this turn's text from offset {entry.chunk.start} to the next flush is not spoken",
+            f"{exc.message}: the turn from offset {entry.chunk.start} up to the next flush is dropped",
             False,
             text_start=entry.chunk.start,
         )
@@ -578,6 +587,9 @@ class Connection:
         chunk = entry.chunk
         number = pipe.chunk_counter
         pipe.chunk_counter += 1
+        pipe.turn_chunks += 1
+        if pipe.turn_started_at is None:
+            pipe.turn_started_at = entry.created_at
         await self._emit(
             pipe,
             {
@@ -614,6 +626,7 @@ class Connection:
         if session is not None:
             session.chunks_done += 1
         timings = entry.job.timings
+        pipe.turn_synth_ms += timings.get("synth_ms") or 0.0
         await self._emit(
             pipe,
             {
@@ -651,6 +664,8 @@ class Connection:
         # A codec may hold a frame or two back: `samples` counts what went in since the last frame out.
         samples = encoder.samples_out - pipe.samples_reported
         pipe.samples_reported = encoder.samples_out
+        if pipe.turn_first_audio_ms is None and pipe.turn_started_at is not None:
+            pipe.turn_first_audio_ms = (time.perf_counter() - pipe.turn_started_at) * 1000
         await self._emit(
             pipe,
             {
@@ -664,6 +679,26 @@ class Connection:
                 "data": data,
             },
         )
+
+    def _log_turn(self, pipe: _Pipeline, outcome: str) -> None:
+        """The one summary line per turn; resets the pipeline's per-turn figures."""
+        audio_ms = pipe.turn_audio_ms
+        if pipe.turn_chunks or outcome != "done":
+            log.info(
+                "turn_finished",
+                outcome=outcome,
+                generation=pipe.generation,
+                chunks=pipe.turn_chunks,
+                ttfa_ms=round(pipe.turn_first_audio_ms, 2) if pipe.turn_first_audio_ms is not None else None,
+                audio_ms=round(audio_ms, 1),
+                synth_ms=round(pipe.turn_synth_ms, 1),
+                rtf=round(pipe.turn_synth_ms / audio_ms, 4) if audio_ms else None,
+            )
+            if pipe.turn_first_audio_ms is not None:
+                self.runtime.record_ttfa(pipe.turn_first_audio_ms)
+        pipe.turn_audio_ms = pipe.turn_synth_ms = 0.0
+        pipe.turn_started_at = pipe.turn_first_audio_ms = None
+        pipe.turn_chunks = 0
 
     async def _finish_turn(self, pipe: _Pipeline, end: _TurnEnd) -> None:
         encoder, pipe.encoder = pipe.encoder, None
@@ -680,7 +715,7 @@ class Connection:
             event["rejected"] = True
         if end.id is not None:
             event["id"] = end.id
-        pipe.turn_audio_ms = 0.0
+        self._log_turn(pipe, "rejected" if end.turn in pipe.rejected_turns else "done")
         await self._emit(pipe, event)
         if end.kind == "end":
             await self._data.put(("close-data", pipe.generation, CLOSE_NORMAL))
