@@ -1,0 +1,100 @@
+"""The worker pool with real worker processes and the espeak engine: order, fairness, cancel, death."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import pytest
+
+from streamer.engines.base import SynthesisRequest
+from streamer.errors import OverloadedError, WorkerDied
+from streamer.pool import Job, WorkerPool
+
+from .conftest import TIMESCALE
+
+LONG = " ".join(["This sentence is long enough to keep a worker busy for a little while."] * 40)
+
+
+async def drain(job: Job) -> tuple[int, dict]:
+    samples = 0
+    async for _, block in job.blocks():
+        samples += len(block)
+    return samples, job.timings
+
+
+@pytest.fixture
+async def pool() -> WorkerPool:
+    pool = WorkerPool(workers=1, engines_settings={}, preload=["espeak"], max_queue=3)
+    await pool.start()
+    assert await pool.wait_ready(30 * TIMESCALE)
+    yield pool
+    await pool.close()
+
+
+def request(text: str) -> SynthesisRequest:
+    return SynthesisRequest(text=text, voice="en-us")
+
+
+async def test_first_chunks_go_first_and_sessions_take_turns(pool: WorkerPool) -> None:
+    blocker = pool.submit("s0", "espeak", request(LONG), first=True)
+    later_a1 = pool.submit("a", "espeak", request("A one."), first=False)
+    later_a2 = pool.submit("a", "espeak", request("A two."), first=False)
+    later_b1 = pool.submit("b", "espeak", request("B one."), first=False)
+    first_c = pool.submit("c", "espeak", request("C first."), first=True)
+    jobs = [blocker, later_a1, later_a2, later_b1, first_c]
+    await asyncio.gather(*(drain(j) for j in jobs))
+    order = sorted(jobs, key=lambda j: j.started_at)
+    assert order[0] is blocker
+    assert order[1] is first_c, "a turn's first chunk jumps ahead of later chunks"
+    # a and b have not been served yet; a was submitted first, then b gets its turn before a's second chunk.
+    assert order[2:] == [later_a1, later_b1, later_a2]
+
+
+async def test_admission_refuses_when_the_queue_is_full(pool: WorkerPool) -> None:
+    jobs = [pool.submit("s", "espeak", request(LONG), first=False) for _ in range(4)]  # 1 running + 3 waiting
+    with pytest.raises(OverloadedError):
+        pool.admit()
+    for job in jobs:
+        pool.cancel(job)
+
+
+async def test_cancel_aborts_a_running_synthesis_mid_utterance(pool: WorkerPool) -> None:
+    whole, _ = await drain(pool.submit("s", "espeak", request(LONG), first=True))
+    job = pool.submit("s", "espeak", request(LONG), first=True)
+    results = job.results
+    first = await asyncio.wait_for(results.get(), 10 * TIMESCALE)
+    assert first[0] == "block"
+    pool.cancel(job)
+    while (await asyncio.wait_for(results.get(), 10 * TIMESCALE))[0] == "block":
+        pass
+    assert job.timings["cancelled"] is True
+    assert job.timings["samples"] < whole / 2
+    # The worker goes on to the next job as usual.
+    samples, _ = await drain(pool.submit("s", "espeak", request("Still fine."), first=True))
+    assert samples > 0
+
+
+async def test_cancel_of_a_waiting_job_means_it_never_runs(pool: WorkerPool) -> None:
+    blocker = pool.submit("s", "espeak", request(LONG), first=True)
+    waiting = pool.submit("s", "espeak", request("Never spoken."), first=False)
+    pool.cancel(waiting)
+    assert pool.queue_depth == 0
+    await drain(blocker)
+    assert waiting.started_at is None
+
+
+async def test_a_dead_worker_fails_its_job_and_is_replaced(pool: WorkerPool) -> None:
+    job = pool.submit("s", "espeak", request(LONG * 3), first=True)
+    await asyncio.wait_for(job.results.get(), 10 * TIMESCALE)
+    os.kill(pool.worker_pids()[0], signal.SIGKILL)
+    with pytest.raises(WorkerDied):
+        await drain(job)
+    assert await pool.wait_ready(30 * TIMESCALE)
+    for _ in range(200):
+        if pool.status()["ready_workers"] == 1:
+            break
+        await asyncio.sleep(0.05)
+    samples, _ = await drain(pool.submit("s", "espeak", request("Back again."), first=True))
+    assert samples > 0 and pool.restarts == 1
