@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         from .server import serve
 
         configure_logging(settings.logging.level, settings.logging.format)
-        serve(settings)
+        serve(settings, args.config or os.environ.get("STREAMER_CONFIG"))
     return 0
 
 

@@ -94,6 +94,7 @@ class LimitsSettings(_Section):
     send_timeout_s: float = Field(10.0, gt=0)
     ping_interval_s: float = Field(20.0, ge=0)
     max_outbound_audio_ms: int = Field(2000, ge=100)
+    max_request_bytes: int = Field(1048576, ge=1024)
 
 
 class SessionsSettings(_Section):
@@ -103,6 +104,7 @@ class SessionsSettings(_Section):
 
 class SecuritySettings(_Section):
     secret_key: str | None = None
+    api_keys: list[str] = Field(default_factory=list)
 
 
 class LoggingSettings(_Section):

@@ -6,14 +6,19 @@ import asyncio
 import contextlib
 import time
 from collections import deque
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import psutil
 import structlog
 
 from .audio import FORMATS
 from .config import Settings
+from .config_manager import ConfigManager
 from .engines.catalog import Catalog, ResolvedVoice
 from .errors import UnsupportedFormat
+from .observability.logging import set_level
 from .observability.looplag import LoopLagMonitor
 from .pool import WorkerPool
 from .protocol import SessionConfig
@@ -27,9 +32,13 @@ log = structlog.get_logger(__name__)
 
 
 class Runtime:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, config_path: str | Path | None = None) -> None:
         self.settings = settings
+        self.config = ConfigManager(settings, config_path, apply=self._apply_settings)
         self.started_at = time.time()
+        self.started_monotonic = time.monotonic()
+        self.process = psutil.Process()
+        self.process.cpu_percent(None)  # the first reading only sets the baseline
         engines = settings.engines.model_dump()
         self.catalog = Catalog(engines, settings.tts.engine)
         self.pool = WorkerPool(
@@ -45,13 +54,19 @@ class Runtime:
         )
         self.connections: set[Connection] = set()
         self.draining = False
+        self.started = False
+        self.ws_port = settings.server.websocket_port  # the bound port, set by the server
         self.loop_lag = LoopLagMonitor()
         self._background: list[asyncio.Task[None]] = []
         self.counters: dict[str, int] = {"sessions_opened": 0, "interrupts": 0, "audio_bytes": 0, "turns": 0}
         self.ttfa_ms: deque[float] = deque(maxlen=1000)  # recent turns' time to first audio
+        self.requests_total = 0
+        self.requests_seconds = 0.0
+        self.request_observers: list[Callable[[str, int, float], None]] = []
 
     async def start(self) -> None:
         await self.pool.start()
+        self.started = True
         self._background = [
             asyncio.create_task(self.sessions.expire_forever(), name="session-expiry"),
             asyncio.create_task(self.loop_lag.run(), name="loop-lag"),
@@ -71,6 +86,32 @@ class Runtime:
                 await task
         await self.pool.close()
 
+    def engine_state(self) -> str:
+        return self.pool.engine_state(self.catalog.default_engine)
+
+    @property
+    def uptime_s(self) -> float:
+        return time.monotonic() - self.started_monotonic
+
+    def record_request(self, path: str, status: int, seconds: float) -> None:
+        self.requests_total += 1
+        self.requests_seconds += seconds
+        for observe in self.request_observers:
+            observe(path, status, seconds)
+
+    def _apply_settings(self, old: Settings, new: Settings) -> None:
+        """Apply a live config change: new sessions get new defaults; workers load a new engine."""
+        self.settings = new
+        if new.logging.level != old.logging.level:
+            set_level(new.logging.level)
+        self.sessions.resume_window_s = new.sessions.resume_window_s
+        self.sessions.idle_timeout_s = new.sessions.idle_timeout_s
+        self.pool.max_queue = new.pool.max_queue
+        if new.tts.engine != old.tts.engine:
+            self.catalog.default_engine = self.catalog.pick_default(new.tts.engine)
+            self.pool.load_engine(self.catalog.default_engine)
+        log.info("config_applied", engine=self.catalog.default_engine, level=new.logging.level)
+
     # ---- sessions ------------------------------------------------------------------------------
 
     def resolve_voice(self, config: SessionConfig, current: Session | None = None) -> ResolvedVoice:
@@ -78,7 +119,8 @@ class Runtime:
         engine = config.engine or (current.voice.engine if current else None)
         voice = config.voice
         language = config.language
-        if current is not None and voice is None and language is None and engine == current.voice.engine:
+        unchanged = voice is None and language is None and config.voice_id is None
+        if current is not None and unchanged and engine == current.voice.engine:
             return current.voice
         if current is not None and voice is None and language is None:
             language = current.voice.language  # a new engine keeps the session's language
@@ -86,9 +128,10 @@ class Runtime:
             engine,
             voice,
             language,
-            default_voice=tts.default_voice,
+            default_voice=tts.default_voice if config.voice_id is None else None,
             default_language=tts.default_language,
-            default_voice_id=tts.default_voice_id,
+            default_voice_id=tts.default_voice_id if config.voice_id is None else config.voice_id,
+            strict_voice_id=config.voice_id is not None,
         )
 
     def check_format(self, fmt: str) -> str:

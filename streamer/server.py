@@ -99,12 +99,13 @@ class StreamerServer(uvicorn.Server):
         self.should_exit = True
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, config_path: str | None = None) -> None:
     """Run until a signal drains the server."""
     server_settings = settings.server
     http_sock = make_socket(server_settings.host, server_settings.http_port)
     ws_sock = make_socket(server_settings.host, server_settings.websocket_port)
-    runtime = Runtime(settings)
+    runtime = Runtime(settings, config_path)
+    runtime.ws_port = ws_sock.getsockname()[1]
     rest, ws = create_apps(runtime)
     app = PortDispatcher(rest, ws, ws_sock.getsockname()[1])
     limits = settings.limits

@@ -3,45 +3,33 @@
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route, WebSocketRoute
-from starlette.types import Receive, Scope, Send
+from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .. import __version__
 from ..runtime import Runtime
+from . import config_routes, sessions, system, voices
+from .http import EXCEPTION_HANDLERS, RequestContextMiddleware
 from .ws import stream_endpoint
 
 STREAM_PATH = "/api/v1/stream"
 
 
-async def health(request: Request) -> JSONResponse:
-    runtime: Runtime = request.app.state.runtime
-    return JSONResponse(
-        {
-            "status": "healthy",
-            "version": __version__,
-            "uptime_seconds": round(time.time() - runtime.started_at, 3),
-            "engine": runtime.catalog.default_engine,
-            "workers_ready": runtime.pool.status()["ready_workers"],
-        }
-    )
+def rest_routes() -> list[BaseRoute]:
+    return [
+        *system.routes,
+        *config_routes.routes,
+        *voices.routes,
+        *sessions.routes,
+        WebSocketRoute(STREAM_PATH, stream_endpoint),
+    ]
 
 
-async def status(request: Request) -> JSONResponse:
-    runtime: Runtime = request.app.state.runtime
-    if request.query_params.get("reset_loop_lag"):
-        runtime.loop_lag.reset()
-    return JSONResponse(runtime.status())
-
-
-def create_apps(runtime: Runtime) -> tuple[Starlette, Starlette]:
-    """(REST app, WebSocket-port app). Both serve the stream at /api/v1/stream and /health."""
+def create_apps(runtime: Runtime) -> tuple[ASGIApp, ASGIApp]:
+    """(REST app, WebSocket-port app). Both serve the stream at /api/v1/stream, and /health."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -51,25 +39,29 @@ def create_apps(runtime: Runtime) -> tuple[Starlette, Starlette]:
         finally:
             await runtime.stop()
 
-    rest = Starlette(
+    rest = Starlette(routes=rest_routes(), lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
+    ws = Starlette(
         routes=[
-            Route("/health", health),
-            Route("/api/v1/health", health),
-            Route("/api/v1/status", status),
+            *(r for r in system.routes if r.path == "/health"),
             WebSocketRoute(STREAM_PATH, stream_endpoint),
-        ],
-        lifespan=lifespan,
+        ],  # type: ignore[attr-defined]
+        exception_handlers=EXCEPTION_HANDLERS,
     )
-    ws = Starlette(routes=[Route("/health", health), WebSocketRoute(STREAM_PATH, stream_endpoint)])
     rest.state.runtime = runtime
     ws.state.runtime = runtime
-    return rest, ws
+
+    def wrap(app: ASGIApp) -> ASGIApp:
+        return RequestContextMiddleware(
+            app, max_body=lambda: runtime.settings.limits.max_request_bytes, on_request=runtime.record_request
+        )
+
+    return wrap(rest), wrap(ws)
 
 
 class PortDispatcher:
     """One ASGI app for both listening sockets: requests to the WebSocket port go to its app."""
 
-    def __init__(self, rest: Starlette, ws: Starlette, ws_port: int) -> None:
+    def __init__(self, rest: ASGIApp, ws: ASGIApp, ws_port: int) -> None:
         self.rest = rest
         self.ws = ws
         self.ws_port = ws_port

@@ -41,10 +41,10 @@ class Catalog:
                     self.errors[name] = "not installed"
             except Exception as exc:  # an engine that cannot even be created is simply not offered
                 self.errors[name] = str(exc)
-        self.default_engine = self._pick_default(engine)
         self._voices: dict[str, list[Voice]] = {}
+        self.default_engine = self.pick_default(engine)
 
-    def _pick_default(self, engine: str) -> str:
+    def pick_default(self, engine: str) -> str:
         if engine == "auto":
             return resolve_auto(self.engines_settings)
         if engine not in self.engines:
@@ -84,6 +84,7 @@ class Catalog:
         default_voice: str | None = None,
         default_language: str = "en",
         default_voice_id: int = 0,
+        strict_voice_id: bool = False,
     ) -> ResolvedVoice:
         """The engine and voice a session gets for what it asked, or UnknownEngine/UnknownVoice."""
         engine_name = engine or self.default_engine
@@ -114,7 +115,15 @@ class Catalog:
                 raise UnknownVoice(
                     f"engine '{engine_name}' has no voice for language '{wanted}'", language=wanted
                 )
-        chosen = group[default_voice_id] if default_voice_id < len(group) else group[0]
+        if default_voice_id >= len(group):
+            if strict_voice_id:
+                raise UnknownVoice(
+                    f"voice_id {default_voice_id} is out of range: language '{wanted}' of engine "
+                    f"'{engine_name}' has {len(group)} voices",
+                    voice_id=default_voice_id,
+                )
+            default_voice_id = 0
+        chosen = group[default_voice_id]
         return ResolvedVoice(engine_name, chosen.name, chosen.language, chosen.sample_rate)
 
     def _resolve_blend(self, engine_name: str, weights: dict[str, float]) -> ResolvedVoice:
@@ -137,5 +146,8 @@ class Catalog:
         normalised = {v.name: weights[name] / total for v, name in zip(voices, weights, strict=True)}
         return ResolvedVoice(engine_name, normalised, voices[0].language, voices[0].sample_rate)
 
+    def languages_of(self, engine: str) -> list[str]:
+        return sorted({primary_language(v.language) for v in self.voices(engine)})
+
     def languages(self) -> list[str]:
-        return sorted({primary_language(v.language) for e in self.engines for v in self.voices(e)})
+        return sorted({lang for engine in self.engines for lang in self.languages_of(engine)})

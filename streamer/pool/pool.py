@@ -175,6 +175,15 @@ class WorkerPool:
     def busy_workers(self) -> int:
         return sum(1 for w in self._workers if w.job is not None)
 
+    def engine_state(self, engine: str) -> str:
+        """healthy (a ready worker has it loaded), loading, or unhealthy (every worker failed to load it)."""
+        ready = [w for w in self._workers if w.ready and w.alive]
+        if any(engine in w.info.get("engines", []) for w in ready):
+            return "healthy"
+        if ready and all(engine in w.info.get("errors", {}) for w in ready):
+            return "unhealthy"
+        return "loading" if engine in self.preload else "on_demand"  # others load on first use
+
     def worker_pids(self) -> list[int]:
         return [w.process.pid for w in self._workers if w.alive]
 
@@ -233,6 +242,15 @@ class WorkerPool:
         else:
             job.worker.cancel.value = job.id
 
+    def load_engine(self, engine: str) -> None:
+        """Have every worker (and every future one) load ``engine`` now, between jobs."""
+        if engine not in self.preload:
+            self.preload.append(engine)
+        for worker in self._workers:
+            if worker.alive:
+                with contextlib.suppress(OSError):
+                    worker.conn.send(("load", engine))
+
     def forget_session(self, session: str) -> None:
         self._served.pop(session, None)
 
@@ -279,6 +297,13 @@ class WorkerPool:
             self._dispatch()
             return
         if kind == "loaded":
+            engine, error = message[1], message[2]
+            if error is None:
+                worker.info.setdefault("engines", []).append(engine)
+                worker.info.get("errors", {}).pop(engine, None)
+            else:
+                worker.info.setdefault("errors", {})[engine] = error
+                log.warning("worker_engine_load_failed", worker=worker.index, engine=engine, error=error)
             return
         job = worker.job
         if job is None or job.id != message[1]:

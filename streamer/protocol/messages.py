@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import InvalidField, TextTooLong, UnknownType, UnsupportedProtocol
 
 PROTOCOL_VERSION = 1
-CONFIG_KEYS = ("engine", "voice", "language", "speed", "format", "sample_rate")
+CONFIG_KEYS = ("engine", "voice", "voice_id", "language", "speed", "format", "sample_rate")
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +20,7 @@ class SessionConfig:
 
     engine: str | None = None
     voice: str | dict[str, float] | None = None
+    voice_id: int | None = None  # index of a voice in its language's list (REST contract)
     language: str | None = None
     speed: float | None = None
     format: str | None = None
@@ -111,6 +112,9 @@ def parse_config(raw: Any, where: str = "config") -> SessionConfig:
     speed = _get(raw, "speed", (int, float))
     if speed is not None and not 0.25 <= speed <= 4.0:
         raise InvalidField(f"field '{where}.speed' must be between 0.25 and 4.0", field=f"{where}.speed")
+    voice_id = _get(raw, "voice_id", int)
+    if voice_id is not None and voice_id < 0:
+        raise InvalidField(f"field '{where}.voice_id' must be 0 or more", field=f"{where}.voice_id")
     sample_rate = _get(raw, "sample_rate", int)
     if sample_rate is not None and not 8000 <= sample_rate <= 48000:
         raise InvalidField(
@@ -119,6 +123,7 @@ def parse_config(raw: Any, where: str = "config") -> SessionConfig:
     return SessionConfig(
         engine=_get(raw, "engine", str),
         voice=voice,
+        voice_id=voice_id,
         language=_get(raw, "language", str),
         speed=float(speed) if speed is not None else None,
         format=_get(raw, "format", str),

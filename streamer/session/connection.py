@@ -229,6 +229,10 @@ class Connection:
         log.debug("session_interrupted", session_id=session.id, generation=session.generation)
 
     @property
+    def chunks_queued(self) -> int:
+        return sum(1 for e in self._pipe.entries if isinstance(e, _ChunkEntry))
+
+    @property
     def idle(self) -> bool:
         """No turn open or being spoken: a draining server may close this connection now."""
         return not self._turn_open and not self._pipe.entries
@@ -316,9 +320,9 @@ class Connection:
     # ---- inbound -------------------------------------------------------------------------------
 
     async def _reader(self) -> None:
-        limits = self.runtime.settings.limits
         while True:
             raw = await self.transport.receive()
+            limits = self.runtime.settings.limits  # read per message: live config applies at once
             if raw is None:
                 raise _Closed()
             self.binary = isinstance(raw, bytes)

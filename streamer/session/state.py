@@ -34,6 +34,7 @@ class Session:
     last_seq: int | None = None  # the last audio seq sent in this session
     created_at: float = field(default_factory=time.time)
     last_active: float = field(default_factory=time.monotonic)
+    last_activity: float = field(default_factory=time.time)  # wall clock, for display
     ever_attached: bool = False
     connection: Connection | None = None
     audio_ms_sent: float = 0.0
@@ -49,6 +50,7 @@ class Session:
 
     def touch(self) -> None:
         self.last_active = time.monotonic()
+        self.last_activity = time.time()
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -1,0 +1,199 @@
+"""HTTP plumbing shared by every route: request ids, timing, body limits, and one error body shape.
+
+Every response carries ``X-Request-ID`` (an incoming one is kept) and ``X-Process-Time`` (seconds).
+Every error body is ``{"detail", "error_type", "request_id"}``; 422's ``detail`` is a list of
+``{"loc", "msg"}``. ``error_type`` reuses the WebSocket error codes where the error is the same.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import structlog
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..errors import ConfigError, InvalidField, InvalidMessage, StreamerError
+
+log = structlog.get_logger(__name__)
+
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
+_STATUS_TYPES = {
+    400: "invalid_message",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_field",
+    429: "rate_limited",
+    503: "overloaded",
+}
+
+
+def request_id_of(scope: Scope) -> str:
+    return scope.get("state", {}).get("request_id", "")
+
+
+def error_response(
+    request_id: str,
+    status: int,
+    detail: Any,
+    error_type: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(
+        {
+            "detail": detail,
+            "error_type": error_type or _STATUS_TYPES.get(status, "internal_error"),
+            "request_id": request_id,
+        },
+        status_code=status,
+        headers=headers,
+    )
+
+
+class RequestContextMiddleware:
+    """Outermost middleware: ids, timing headers, request logging, body size, last-resort 500."""
+
+    def __init__(
+        self, app: ASGIApp, max_body: Callable[[], int], on_request: Callable[[str, int, float], None]
+    ) -> None:
+        self.app = app
+        self.max_body = max_body
+        self.on_request = on_request
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        if scope["type"] == "websocket":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                headers.append((b"x-process-time", f"{time.perf_counter() - started:.6f}".encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        limit = self.max_body()
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        try:
+            if length is not None and length.isdigit() and int(length) > limit:
+                await self._too_large(request_id, limit, scope, receive, send_with_headers)
+                return
+            await self.app(scope, _limited(receive, limit), send_with_headers)
+        except _BodyTooLarge:
+            if not response_started:
+                await self._too_large(request_id, limit, scope, receive, send_with_headers)
+        except Exception:
+            log.exception("request_failed", method=scope.get("method"), path=scope.get("path"))
+            if not response_started:
+                response = error_response(request_id, 500, "internal server error", "internal_error")
+                await response(scope, receive, send_with_headers)
+        finally:
+            elapsed = time.perf_counter() - started
+            self.on_request(scope.get("path", ""), status, elapsed)
+            log.info(
+                "request_handled",
+                method=scope.get("method"),
+                path=scope.get("path"),
+                status=status,
+                ms=round(elapsed * 1000, 2),
+            )
+            structlog.contextvars.unbind_contextvars("request_id")
+
+    @staticmethod
+    async def _too_large(request_id: str, limit: int, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(
+            request_id, 413, f"request body over the limit of {limit} bytes", "payload_too_large"
+        )
+        await response(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _limited(receive: Receive, limit: int) -> Receive:
+    seen = 0
+
+    async def wrapped() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise _BodyTooLarge()
+        return message
+
+    return wrapped
+
+
+async def http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error_response(request_id_of(request.scope), exc.status_code, exc.detail, headers=exc.headers)
+
+
+async def streamer_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StreamerError)
+    if isinstance(exc, ConfigError) and exc.errors:
+        detail: Any = [{"loc": e["loc"], "msg": e["msg"]} for e in exc.errors]
+    elif exc.http_status == 422:
+        detail = [
+            {"loc": ["body", *([exc.details["field"]] if "field" in exc.details else [])], "msg": exc.message}
+        ]
+    else:
+        detail = exc.message
+    headers = {"Retry-After": str(exc.details.get("retry_after", 1))} if exc.http_status == 503 else None
+    return error_response(request_id_of(request.scope), exc.http_status, detail, exc.code, headers)
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    return error_response(request_id_of(request.scope), 500, "internal server error", "internal_error")
+
+
+EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Any]] = {
+    HTTPException: http_exception,
+    StreamerError: streamer_error,
+    Exception: internal_error,
+}
+
+
+async def read_json(request: Request) -> Any:
+    """The request body as JSON, or a 400 ``invalid_message``; an empty body is an empty object."""
+    body = await request.body()
+    if not body.strip():
+        return {}
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidMessage(f"request body is not valid JSON: {exc.msg}") from None
+
+
+async def read_object(request: Request) -> dict[str, Any]:
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise InvalidField("the request body must be a JSON object", field="body")
+    return body
