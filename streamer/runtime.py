@@ -17,7 +17,7 @@ from .audio import FORMATS
 from .config import Settings
 from .config_manager import ConfigManager
 from .engines.catalog import Catalog, ResolvedVoice
-from .errors import UnsupportedFormat
+from .errors import ConfigError, UnsupportedFormat
 from .observability.logging import set_level
 from .observability.looplag import LoopLagMonitor
 from .pool import WorkerPool
@@ -70,6 +70,7 @@ class Runtime:
         self._background = [
             asyncio.create_task(self.sessions.expire_forever(), name="session-expiry"),
             asyncio.create_task(self.loop_lag.run(), name="loop-lag"),
+            asyncio.create_task(self._watch_config_file(), name="config-watch"),
         ]
         log.info(
             "runtime_started",
@@ -85,6 +86,31 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.pool.close()
+
+    def reload_config(self, reason: str) -> None:
+        """Re-read the config file (SIGHUP, file change); an invalid file is logged and changes nothing."""
+        try:
+            outcome = self.config.reload()
+        except ConfigError as exc:
+            log.error("config_reload_failed", reason=reason, error=exc.message)
+            return
+        log.info("config_reloaded", reason=reason, **outcome)
+
+    async def _watch_config_file(self, interval_s: float = 1.0) -> None:
+        def stamp() -> float | None:
+            path = self.config.path
+            try:
+                return path.stat().st_mtime if path else None
+            except OSError:
+                return None
+
+        last = stamp()
+        while True:
+            await asyncio.sleep(interval_s)
+            current = stamp()
+            if current is not None and current != last:
+                last = current
+                self.reload_config("file_changed")
 
     def engine_state(self) -> str:
         return self.pool.engine_state(self.catalog.default_engine)
