@@ -512,6 +512,10 @@ class Connection:
                     chunk, self._turn, session.voice, session.speed, (session.format, session.sample_rate)
                 )
             )
+        if chunks:
+            # Straight into the pool: no wait for the synthesizer task to wake, and while it is busy
+            # speaking one chunk the next is already being synthesized.
+            self._submit_ahead(self._pipe)
 
     def _arm_idle_flush(self) -> None:
         delay_ms = self.runtime.settings.chunker.idle_flush_ms
@@ -700,6 +704,7 @@ class Connection:
             )
             if pipe.turn_first_audio_ms is not None:
                 self.runtime.record_ttfa(pipe.turn_first_audio_ms)
+            self.runtime.metrics.observe_turn(outcome, pipe.turn_first_audio_ms, audio_ms, pipe.turn_synth_ms)
         pipe.turn_audio_ms = pipe.turn_synth_ms = 0.0
         pipe.turn_started_at = pipe.turn_first_audio_ms = None
         pipe.turn_chunks = 0
