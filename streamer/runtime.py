@@ -20,6 +20,7 @@ from .engines.catalog import Catalog, ResolvedVoice
 from .errors import ConfigError, UnsupportedFormat
 from .observability.logging import set_level
 from .observability.looplag import LoopLagMonitor
+from .observability.metrics import Metrics
 from .pool import WorkerPool
 from .protocol import SessionConfig
 from .session.state import Session, SessionRegistry
@@ -63,6 +64,7 @@ class Runtime:
         self.requests_total = 0
         self.requests_seconds = 0.0
         self.request_observers: list[Callable[[str, int, float], None]] = []
+        self.metrics = Metrics(self)
 
     async def start(self) -> None:
         await self.pool.start()

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Generator
 from types import FrameType
+from typing import Any
 
 import structlog
 import uvicorn
@@ -23,6 +24,7 @@ import uvicorn
 from .api.app import PortDispatcher, create_apps
 from .config import Settings
 from .runtime import Runtime
+from .security import warn_if_exposed
 from .session.connection import CLOSE_RESTART
 
 log = structlog.get_logger(__name__)
@@ -104,11 +106,27 @@ class StreamerServer(uvicorn.Server):
         self.should_exit = True
 
 
-def serve(settings: Settings, config_path: str | None = None) -> None:
-    """Run until a signal drains the server."""
+def serve(
+    settings: Settings,
+    config_path: str | None = None,
+    *,
+    sockets: tuple[socket.socket, socket.socket] | None = None,
+    uvicorn_options: dict[str, Any] | None = None,
+) -> None:
+    """Run until a signal drains the server.
+
+    ``sockets`` (REST, WebSocket) are bound here unless given (the command line binds them first, to
+    print its banner, and a reloader keeps them across restarts). ``uvicorn_options`` go to
+    ``uvicorn.Config``: SSL, extra headers, proxy and keep-alive settings; TLS applies to both sockets.
+    """
     server_settings = settings.server
-    http_sock = make_socket(server_settings.host, server_settings.http_port)
-    ws_sock = make_socket(server_settings.host, server_settings.websocket_port)
+    if sockets is None:
+        sockets = (
+            make_socket(server_settings.host, server_settings.http_port),
+            make_socket(server_settings.host, server_settings.websocket_port),
+        )
+    http_sock, ws_sock = sockets
+    options: dict[str, Any] = {"access_log": False, **(uvicorn_options or {})}
     runtime = Runtime(settings, config_path)
     runtime.ws_port = ws_sock.getsockname()[1]
     rest, ws = create_apps(runtime)
@@ -118,17 +136,18 @@ def serve(settings: Settings, config_path: str | None = None) -> None:
         app,
         lifespan="on",
         log_config=None,
-        access_log=False,
         # Above the protocol's own limit, so the app answers `message_too_large` itself.
         ws_max_size=limits.max_message_bytes * 4 + 1024,
         ws_ping_interval=limits.ping_interval_s or None,
         ws_ping_timeout=limits.ping_interval_s or None,
         timeout_graceful_shutdown=5,
+        **options,
     )
     server = StreamerServer(config, runtime)
+    warn_if_exposed(settings)
     log.info(
         "server_listening",
-        http=f"http://{server_settings.host}:{http_sock.getsockname()[1]}",
-        ws=f"ws://{server_settings.host}:{ws_sock.getsockname()[1]}/api/v1/stream",
+        http=f"{'https' if config.is_ssl else 'http'}://{server_settings.host}:{http_sock.getsockname()[1]}",
+        ws=f"{'wss' if config.is_ssl else 'ws'}://{server_settings.host}:{ws_sock.getsockname()[1]}/api/v1/stream",
     )
     asyncio.run(server.serve(sockets=[http_sock, ws_sock]))

@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..observability.metrics import RequestMetricsMiddleware, metrics_endpoint
 from ..runtime import Runtime
+from ..security import AccessControlMiddleware
 from . import config_routes, sessions, system, voices
 from .http import EXCEPTION_HANDLERS, RequestContextMiddleware
 from .ws import stream_endpoint
@@ -24,6 +26,7 @@ def rest_routes() -> list[BaseRoute]:
         *config_routes.routes,
         *voices.routes,
         *sessions.routes,
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
         WebSocketRoute(STREAM_PATH, stream_endpoint),
     ]
 
@@ -50,10 +53,15 @@ def create_apps(runtime: Runtime) -> tuple[ASGIApp, ASGIApp]:
     rest.state.runtime = runtime
     ws.state.runtime = runtime
 
-    def wrap(app: ASGIApp) -> ASGIApp:
-        return RequestContextMiddleware(
-            app, max_body=lambda: runtime.settings.limits.max_request_bytes, on_request=runtime.record_request
+    def wrap(app: Starlette) -> ASGIApp:
+        # Outside in: metrics (every response counted) → request context → API keys → the app.
+        guarded = AccessControlMiddleware(app, api_keys=lambda: runtime.settings.security.api_keys)
+        context = RequestContextMiddleware(
+            guarded,
+            max_body=lambda: runtime.settings.limits.max_request_bytes,
+            on_request=runtime.record_request,
         )
+        return RequestMetricsMiddleware(context, runtime.metrics, app.routes)
 
     return wrap(rest), wrap(ws)
 

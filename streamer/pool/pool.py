@@ -18,7 +18,7 @@ import multiprocessing as mp
 import os
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -99,6 +99,7 @@ class WorkerPool:
         self._ready_event = asyncio.Event()
         self.restarts = 0
         self.jobs_done = 0
+        self.job_observers: list[Callable[[Job], None]] = []  # called with each job done (metrics)
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
@@ -316,6 +317,8 @@ class WorkerPool:
         if kind == "done":
             job.timings = message[2]
             self._finish(job, ("done", message[2]))
+            for observe in self.job_observers:
+                observe(job)
         elif kind == "error":
             self._finish(job, ("error", error_for_code(message[2], message[3])))
         worker.job = None
