@@ -211,8 +211,11 @@ def test_sessions_crud_and_attach_over_websocket(server: ServerProcess, http: ht
 
     ready = asyncio.run(attach())
     assert ready["audio"]["format"] == "wav"
-    info = http.get(f"/api/v1/sessions/{session['session_id']}").json()
-    assert info["audio_seconds_sent"] > 0.5 and info["connected"] is False and "generation" in info
+    deadline = time.monotonic() + 5 * TIMESCALE
+    while (info := http.get(f"/api/v1/sessions/{session['session_id']}").json())["connected"]:
+        assert time.monotonic() < deadline, "the session stays attached after its client left"
+        time.sleep(0.05)  # the server notices the close a moment after the client returns
+    assert info["audio_seconds_sent"] > 0.5 and "generation" in info
     assert http.get(f"/api/v1/sessions/{session['session_id']}").status_code == 200
     deleted = http.delete(f"/api/v1/sessions/{session['session_id']}")
     assert deleted.json() == {"status": "success", "message": f"Session {session['session_id']} closed"}
