@@ -28,6 +28,10 @@ RESTART_KEYS = (
     "pool.workers",
     "security.secret_key",
     "engines",
+    "tts.device",
+    "tts.preload_languages",
+    "limits.ping_interval_s",
+    "logging.format",
 )
 SECRET_KEYS = ("security.secret_key", "security.api_keys")
 MASK = "********"
@@ -87,11 +91,17 @@ class ConfigManager:
         settings: Settings,
         path: str | Path | None = None,
         apply: Callable[[Settings, Settings], None] | None = None,
+        check: Callable[[Settings], None] | None = None,
+        overrides: Mapping[str, Any] | None = None,
     ) -> None:
+        """``check`` vets a new running config beyond the schema (raise to refuse it whole);
+        ``apply`` puts it into effect; ``overrides`` (command-line flags) outrank the file on reload."""
         self.running = settings
         self.desired = settings.model_dump()
         self.path = Path(path) if path else None
         self._apply = apply
+        self._check = check
+        self.overrides = dict(overrides or {})
 
     @property
     def save_path(self) -> Path:
@@ -117,7 +127,7 @@ class ConfigManager:
     def reload(self) -> dict[str, Any]:
         """Re-read the file (defaults, file, environment); an invalid file changes nothing."""
         fresh = load_settings(self.path) if self.path else load_settings(None)
-        return self._adopt(fresh.model_dump())
+        return self._adopt(validate(deep_merge(fresh.model_dump(), self.overrides)).model_dump())
 
     def _adopt(self, desired: dict[str, Any]) -> dict[str, Any]:
         old = self.running
@@ -127,6 +137,8 @@ class ConfigManager:
         for key in live:
             _set(running_doc, key, _get(desired, key))
         new = validate(running_doc)
+        if self._check is not None:
+            self._check(new)
         self.desired = desired
         self.running = new
         if self._apply is not None and live:

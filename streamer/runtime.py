@@ -17,7 +17,7 @@ from .audio import FORMATS
 from .config import Settings
 from .config_manager import ConfigManager
 from .engines.catalog import Catalog, ResolvedVoice
-from .errors import ConfigError, UnsupportedFormat
+from .errors import ConfigError, UnknownEngine, UnsupportedFormat
 from .observability.logging import set_level
 from .observability.looplag import LoopLagMonitor
 from .observability.metrics import Metrics
@@ -32,16 +32,31 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 
+def _engine_error(exc: UnknownEngine) -> ConfigError:
+    """tts.engine names an engine this installation cannot run: a config error, field and all."""
+    return ConfigError(f"tts.engine: {exc.message}", [{"loc": ["tts", "engine"], "msg": exc.message}])
+
+
 class Runtime:
-    def __init__(self, settings: Settings, config_path: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        config_path: str | Path | None = None,
+        overrides: dict[str, Any] | None = None,
+    ) -> None:
         self.settings = settings
-        self.config = ConfigManager(settings, config_path, apply=self._apply_settings)
+        self.config = ConfigManager(
+            settings, config_path, apply=self._apply_settings, check=self._check_settings, overrides=overrides
+        )
         self.started_at = time.time()
         self.started_monotonic = time.monotonic()
         self.process = psutil.Process()
         self.process.cpu_percent(None)  # the first reading only sets the baseline
         engines = settings.engines.model_dump()
-        self.catalog = Catalog(engines, settings.tts.engine)
+        try:
+            self.catalog = Catalog(engines, settings.tts.engine)
+        except UnknownEngine as exc:
+            raise _engine_error(exc) from None
         self.pool = WorkerPool(
             workers=settings.pool.workers,
             engines_settings=engines,
@@ -126,6 +141,14 @@ class Runtime:
         self.requests_seconds += seconds
         for observe in self.request_observers:
             observe(path, status, seconds)
+
+    def _check_settings(self, new: Settings) -> None:
+        """Refuse a live config whose engine this server cannot run (the schema cannot know)."""
+        if new.tts.engine != self.settings.tts.engine:
+            try:
+                self.catalog.pick_default(new.tts.engine)
+            except UnknownEngine as exc:
+                raise _engine_error(exc) from None
 
     def _apply_settings(self, old: Settings, new: Settings) -> None:
         """Apply a live config change: new sessions get new defaults; workers load a new engine."""

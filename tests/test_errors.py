@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 
 import msgpack
@@ -157,11 +158,18 @@ async def test_resuming_elsewhere_closes_the_old_connection_with_session_closed(
                 {"type": "start", "session_id": ready["session_id"], "resume_token": ready["resume_token"]}
             )
             await second.expect("ready")
+            # Whatever the old connection still sends is ignored: it cannot interrupt the new owner.
+            with contextlib.suppress(ConnectionClosed):  # the server may have closed it already
+                await first.send({"type": "interrupt"})
+                await first.send({"type": "text", "text": "Stale text from the old socket.", "flush": True})
             await expect_error(first, "session_closed", fatal=True)
             with pytest.raises(ConnectionClosed):
                 await first.recv()
             turn = await second.say("The new connection owns the session.")
-            assert turn.audio
+            assert turn.audio and not turn.of_type("interrupted")
+            assert [e["text"] for e in turn.of_type("chunk_start")] == [
+                "The new connection owns the session."
+            ]
 
 
 async def test_max_connections_refuses_with_overloaded_and_1013(strict_server: ServerProcess) -> None:

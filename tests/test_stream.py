@@ -227,3 +227,21 @@ async def test_piper_session_streams_neural_speech(piper_server: ServerProcess) 
     assert abs(len(samples) / rate - expected) <= 0.25 * expected
     assert rms(samples) > 0.02
     assert np.isfinite(samples).all()
+
+
+async def test_resume_with_new_audio_settings_applies_them_at_once(espeak_server: ServerProcess) -> None:
+    async with await Client.connect(espeak_server.ws_url) as client:
+        ready = await client.start(format="pcm")
+    async with await Client.connect(espeak_server.ws_url) as client:
+        await client.send(
+            {
+                "type": "start",
+                "session_id": ready["session_id"],
+                "resume_token": ready["resume_token"],
+                "config": {"format": "mp3", "sample_rate": 16000},
+            }
+        )
+        resumed = await client.expect("ready")
+        assert resumed["audio"] == {"format": "mp3", "sample_rate": 16000, "channels": 1}
+        turn = await client.say("The first turn after resuming is already mp3.")
+    assert {f["format"] for f in turn.audio} == {"mp3"}

@@ -195,5 +195,5 @@ async def read_json(request: Request) -> Any:
 async def read_object(request: Request) -> dict[str, Any]:
     body = await read_json(request)
     if not isinstance(body, dict):
-        raise InvalidField("the request body must be a JSON object", field="body")
+        raise InvalidField("the request body must be a JSON object")
     return body

@@ -33,6 +33,8 @@ from .worker import worker_main
 log = structlog.get_logger(__name__)
 
 _STOP_JOIN_S = 2.0
+_STABLE_S = 5.0  # a worker that dies sooner than this after starting is crash-looping: back off
+_MAX_BACKOFF_S = 30.0
 
 
 @dataclass(eq=False)
@@ -74,6 +76,7 @@ class _Worker:
     ready: bool = False
     info: dict[str, Any] = field(default_factory=dict)
     alive: bool = True
+    started_at: float = field(default_factory=time.monotonic)
 
 
 class WorkerPool:
@@ -99,6 +102,7 @@ class WorkerPool:
         self._ready_event = asyncio.Event()
         self.restarts = 0
         self.jobs_done = 0
+        self._quick_deaths: dict[int, int] = {}  # worker index -> deaths in a row within _STABLE_S
         self.job_observers: list[Callable[[Job], None]] = []  # called with each job done (metrics)
 
     # ---- lifecycle -----------------------------------------------------------------------------
@@ -337,9 +341,18 @@ class WorkerPool:
         if self._closing:
             return
         worker.process.join(0.1)
-        log.warning("worker_died", worker=worker.index, exitcode=worker.process.exitcode)
+        quick = time.monotonic() - worker.started_at < _STABLE_S
+        deaths = self._quick_deaths.get(worker.index, 0) + 1 if quick else 0
+        self._quick_deaths[worker.index] = deaths
+        delay = min(_MAX_BACKOFF_S, 0.25 * 2 ** (deaths - 1)) if deaths else 0.0
+        log.warning("worker_died", worker=worker.index, exitcode=worker.process.exitcode, respawn_in_s=delay)
         self.restarts += 1
-        self._spawn(worker.index)
+        assert self._loop is not None
+        self._loop.call_later(delay, self._respawn, worker.index)
+
+    def _respawn(self, index: int) -> None:
+        if not self._closing:
+            self._spawn(index)
 
     def _finish(self, job: Job, item: tuple[Any, ...]) -> None:
         if job.finished and job.worker is None:

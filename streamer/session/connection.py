@@ -160,8 +160,8 @@ class Connection:
         self._tg: asyncio.TaskGroup | None = None
         self._synth_task: asyncio.Task[None] | None = None
         self._idle_handle: asyncio.TimerHandle | None = None
-        self._pending_audio: tuple[str, int] | None = None
         self._turn_open = False  # text taken since the last flush/end/interrupt
+        self._superseded = False  # another connection resumed the session: ignore everything
         self.close_code: int | None = None
 
     # ---- lifecycle -----------------------------------------------------------------------------
@@ -197,10 +197,25 @@ class Connection:
         self._control.append(("close", code, reason))
         self._wakeup.set()
 
+    def supersede(self) -> None:
+        """Another connection resumed this session: stop acting on it now, then close."""
+        self._superseded = True
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
+        self._pipe.discard(self.runtime.pool.cancel)
+        if self._synth_task is not None:
+            self._synth_task.cancel()
+        self.close_soon(
+            CLOSE_NORMAL,
+            "session resumed elsewhere",
+            error_event("session_closed", "this session was resumed by another connection", True),
+        )
+
     def interrupt(self) -> None:
         """Barge-in, from the client's message or from the REST API."""
         session = self.session
-        if session is None:
+        if session is None or self._superseded:
             return
         session.generation += 1
         self.runtime.counters["interrupts"] += 1
@@ -220,8 +235,7 @@ class Connection:
         self._start_synthesizer()
         while not self._data.empty():
             self._data.get_nowait()
-        if self._pending_audio is not None:
-            self._apply_pending_audio()
+        self._apply_pending_audio()
         self._control.append(("interrupted", session.generation))
         if self.ended:
             self._control.append(("close", CLOSE_NORMAL, "interrupted after end"))
@@ -235,7 +249,7 @@ class Connection:
     @property
     def idle(self) -> bool:
         """No turn open or being spoken: a draining server may close this connection now."""
-        return not self._turn_open and not self._pipe.entries
+        return not self._turn_open and not self._pipe.entries and self._data.empty()
 
     def _start_synthesizer(self) -> None:
         assert self._tg is not None
@@ -323,6 +337,7 @@ class Connection:
         while True:
             raw = await self.transport.receive()
             limits = self.runtime.settings.limits  # read per message: live config applies at once
+            self.limiter.rate = limits.max_messages_per_s
             if raw is None:
                 raise _Closed()
             self.binary = isinstance(raw, bytes)
@@ -354,6 +369,8 @@ class Connection:
         self.close_soon(close_code, code, error_event(code, message, True, **extra))
 
     async def _handle(self, message: ClientMessage) -> None:
+        if self._superseded:
+            return  # the session belongs to another connection now; this one is closing
         if isinstance(message, Start):
             if self.session is not None:
                 raise InvalidMessage("the session has already started")
@@ -386,16 +403,16 @@ class Connection:
         runtime = self.runtime
         if message.session_id is not None and message.resume_token is not None:
             session = runtime.sessions.verify(message.session_id, message.resume_token)
-            if message.config.items():
-                self._configure_session(session, message.config)
-            if session.connection is not None and session.connection is not self:
-                session.connection.close_soon(
-                    CLOSE_NORMAL,
-                    "session resumed elsewhere",
-                    error_event("session_closed", "this session was resumed by another connection", True),
-                )
+            if message.config.items():  # validated before anything changes
+                runtime.resolve_voice(message.config, session)
+                if message.config.format:
+                    runtime.check_format(message.config.format)
+            previous = session.connection
+            if previous is not None and previous is not self:
+                previous.supersede()
             session.generation += 1  # a resumed session continues in a new generation
             session.chunker.clear()
+            session.pending_audio = None
         else:
             session = runtime.new_session(message.config)
         session.connection = self
@@ -406,6 +423,8 @@ class Connection:
         structlog.contextvars.bind_contextvars(session_id=session.id)
         self._pipe = _Pipeline(generation=session.generation)
         self._start_synthesizer()
+        if message.session_id is not None and message.config.items():
+            self._configure_session(session, message.config)  # the turn is empty: applies at once
         self._send_control(self._ready_event(session))
         log.info(
             "session_opened",
@@ -448,7 +467,7 @@ class Connection:
                 "language": session.voice.language,
                 "speed": session.speed,
                 "audio": self._audio_description(
-                    *(self._pending_audio or (session.format, session.sample_rate))
+                    *(session.pending_audio or (session.format, session.sample_rate))
                 ),
             }
         )
@@ -461,7 +480,7 @@ class Connection:
         if config.speed is not None:
             session.speed = config.speed
         if fmt is not None or config.sample_rate is not None:
-            self._pending_audio = (fmt or session.format, config.sample_rate or session.sample_rate)
+            session.pending_audio = (fmt or session.format, config.sample_rate or session.sample_rate)
             if self._turn_is_empty():
                 self._apply_pending_audio()
 
@@ -473,9 +492,9 @@ class Connection:
 
     def _apply_pending_audio(self) -> None:
         session = self.session
-        if session is not None and self._pending_audio is not None:
-            session.format, session.sample_rate = self._pending_audio
-            self._pending_audio = None
+        if session is not None and session.pending_audio is not None:
+            session.format, session.sample_rate = session.pending_audio
+            session.pending_audio = None
 
     def _take_text(self, text: str) -> None:
         session = self.session
@@ -571,12 +590,12 @@ class Connection:
                     except OverloadedError as exc:
                         self._reject_turn(pipe, entry, exc)
                         continue
-                entry.job = pool.submit(
-                    session.id,
-                    entry.voice.engine,
-                    SynthesisRequest(text=entry.chunk.text, voice=entry.voice.voice, speed=entry.speed),  # type: ignore[arg-type]
-                    first=entry.chunk.first,
-                )
+                request = SynthesisRequest(text=entry.chunk.text, voice=entry.voice.voice, speed=entry.speed)  # type: ignore[arg-type]
+                try:
+                    entry.job = pool.submit(session.id, entry.voice.engine, request, first=entry.chunk.first)
+                except OverloadedError as exc:  # the pool is shutting down
+                    self._reject_turn(pipe, entry, exc)
+                    continue
             inflight += 1
 
     def _reject_turn(self, pipe: _Pipeline, entry: _ChunkEntry, exc: OverloadedError) -> None:
@@ -586,6 +605,7 @@ class Connection:
             f"{exc.message}: the turn from offset {entry.chunk.start} up to the next flush is dropped",
             False,
             text_start=entry.chunk.start,
+            retry_after=exc.details.get("retry_after", 1),
         )
         # On the control path: the client hears of it at once, and before any later `interrupted`.
         self._send_control(event)

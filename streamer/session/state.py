@@ -38,6 +38,7 @@ class Session:
     ever_attached: bool = False
     connection: Connection | None = None
     audio_ms_sent: float = 0.0
+    pending_audio: tuple[str, int] | None = None  # format, sample rate from the next turn on
     chunks_done: int = 0
 
     @property

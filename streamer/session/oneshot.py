@@ -1,0 +1,198 @@
+"""One-shot synthesis: a whole text through the pool and one encoder, out as the bytes of one audio file.
+
+    text ──> Chunker (push + flush) ──> pool jobs, at most ``pool.max_inflight_per_session`` at once
+         ──> ChunkShaper per chunk ──> one StreamingEncoder, a frame at a time ──> bytes, as they come
+
+The REST routes (``/api/v1/synth``, ``/v1/audio/speech``) drive it; it reuses the pieces a WebSocket turn
+uses (chunker, pool, shaper, encoder) without the session machinery: no generations, no barge-in.
+
+- **Pace.** ``stream()`` is a plain async generator: bytes are made only as fast as they are taken, and
+  no more than ``max_inflight_per_session`` chunks sit in the pool ahead of the consumer.
+- **Admission** comes first: ``admit()`` refuses with ``OverloadedError`` (503 + Retry-After) before any
+  byte is promised. The pool sees the text as one session of its own, so the fair scheduler interleaves
+  it with WebSocket sessions instead of letting a long text starve them.
+- **Ending early.** When the consumer stops (a client that disconnects: the response's generator is
+  cancelled or closed) the generator's ``finally`` cancels every job still in the pool, waiting or
+  mid-chunk, and abandons the encoder.
+- **A chunk that fails** in the pool (engine error, worker death) ends the stream with that
+  ``StreamerError``. Unlike a WebSocket turn, which reports the skipped span in an ``error`` event, a file
+  has no place to say a sentence is missing: audio with a hole in it would be a lie. Before the first byte
+  the caller can still answer with an error status; after it, the only honest thing is to stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import structlog
+
+from ..audio import MIME_TYPES, ChunkShaper, StreamingEncoder, output_sample_rate, split_frames
+from ..engines.base import SynthesisRequest
+from ..engines.catalog import ResolvedVoice
+from ..errors import OverloadedError, StreamerError
+from ..pool import Job
+from ..text import Chunker
+
+if TYPE_CHECKING:
+    from ..runtime import Runtime
+
+log = structlog.get_logger(__name__)
+
+Outcome = Literal["pending", "done", "failed", "cancelled"]
+
+
+def admit(runtime: Runtime) -> None:
+    """Refuse new one-shot work with ``OverloadedError`` when the server drains or its queue is full."""
+    if runtime.draining:
+        raise OverloadedError("the server is shutting down", retry_after=5)
+    runtime.pool.admit()
+
+
+def voice_label(voice: ResolvedVoice) -> str:
+    """A voice as one header-safe string: its name, or ``name:weight,...`` for a blend."""
+    if isinstance(voice.voice, str):
+        return voice.voice
+    return ",".join(f"{name}:{weight:.3g}" for name, weight in voice.voice.items())
+
+
+class OneShot:
+    """One text, synthesized start to end into one audio file. Streams once."""
+
+    def __init__(
+        self, runtime: Runtime, text: str, voice: ResolvedVoice, speed: float, fmt: str, sample_rate: int
+    ) -> None:
+        self.runtime = runtime
+        self.voice = voice
+        self.speed = speed
+        self.format = fmt
+        self.requested_rate = sample_rate
+        self.sample_rate = output_sample_rate(fmt, sample_rate)  # validates fmt
+        self.mime_type = MIME_TYPES[fmt]
+        settings = runtime.settings
+        chunker = Chunker(
+            first_chunk_chars=settings.chunker.first_chunk_chars,
+            max_chunk_chars=settings.chunker.max_chunk_chars,
+        )
+        self.chunks = [*chunker.push(text), *chunker.flush()]
+        self.chars = len(text)
+        self.outcome: Outcome = "pending"
+        self.error: StreamerError | None = None
+        self.ttfa_ms: float | None = None  # from the start of stream() to the first bytes of audio
+        self.synth_ms = 0.0
+        # Its own key in the pool's fair scheduler (and never a client-chosen one, which could collide).
+        self._key = f"oneshot-{uuid.uuid4().hex[:16]}"
+        self._frame_ms = settings.audio.frame_ms
+        self._max_inflight = settings.pool.max_inflight_per_session
+        self._jobs: deque[Job] = deque()  # submitted, in text order; the first is the one being played
+        self._encoder: StreamingEncoder | None = None
+        self._streamed = False
+        self._started = 0.0
+
+    @property
+    def duration_s(self) -> float:
+        """Seconds of audio encoded so far (all of it once the stream has ended)."""
+        encoder = self._encoder
+        return encoder.samples_out / encoder.sample_rate if encoder is not None else 0.0
+
+    @property
+    def bytes_out(self) -> int:
+        return self._encoder.bytes_out if self._encoder is not None else 0
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        """The file's bytes as they are encoded; concatenated, one complete file."""
+        if self._streamed:
+            raise RuntimeError("a OneShot streams once")
+        self._streamed = True
+        pool = self.runtime.pool
+        self._encoder = encoder = StreamingEncoder(self.format, self.requested_rate)
+        pending = deque(self.chunks)
+        self._started = started = time.perf_counter()
+        try:
+            while pending or self._jobs:
+                while pending and len(self._jobs) < self._max_inflight:
+                    chunk = pending.popleft()
+                    request = SynthesisRequest(text=chunk.text, voice=self.voice.voice, speed=self.speed)  # type: ignore[arg-type]
+                    self._jobs.append(pool.submit(self._key, self.voice.engine, request, first=chunk.first))
+                job = self._jobs[0]
+                shaper = ChunkShaper()
+                rate = self.voice.sample_rate
+                shaper.start_chunk(rate)
+                async with contextlib.aclosing(job.blocks()) as blocks:
+                    async for rate, block in blocks:
+                        for piece in split_frames(shaper.process(block), self._frame_samples(rate)):
+                            if data := self._encode(encoder, piece, rate):
+                                yield data
+                            # Sending rarely suspends, so a sentence would otherwise go out in one loop
+                            # step: this lets other requests run, and a disconnect be seen, between frames.
+                            await asyncio.sleep(0)
+                if data := self._encode(encoder, shaper.end_chunk(), rate):  # a few ms: one frame
+                    yield data
+                self._jobs.popleft()
+                self.synth_ms += job.timings.get("synth_ms") or 0.0
+            tail = encoder.flush()
+            self.outcome = "done"
+            if tail:
+                yield tail
+        except StreamerError as exc:
+            self.outcome, self.error = "failed", exc
+            raise
+        except Exception:
+            self.outcome = "failed"  # a bug: whoever ends the request logs the traceback
+            raise
+        finally:
+            if self.outcome == "pending":
+                self.outcome = "cancelled"  # the consumer stopped taking bytes: cancelled or closed
+            self.close()
+            self._log(started)
+
+    async def read_all(self) -> bytes:
+        """The whole file, once every chunk is synthesized."""
+        return b"".join([data async for data in self.stream()])
+
+    def close(self) -> None:
+        """Cancel the jobs still in the pool and abandon the encoder; safe to call more than once."""
+        pool = self.runtime.pool
+        while self._jobs:
+            pool.cancel(self._jobs.popleft())
+        pool.forget_session(self._key)
+        if self._encoder is not None:
+            self._encoder.close()
+
+    def _frame_samples(self, rate: int) -> int:
+        return max(1, rate * self._frame_ms // 1000)
+
+    def _encode(self, encoder: StreamingEncoder, pcm: np.ndarray, rate: int) -> bytes:
+        data = encoder.encode(pcm, rate)
+        if data and self.ttfa_ms is None:
+            self.ttfa_ms = (time.perf_counter() - self._started) * 1000
+        return data
+
+    def _log(self, started: float) -> None:
+        """The one summary line per synthesis."""
+        audio_ms = self.duration_s * 1000
+        log.info(
+            "oneshot_finished",
+            outcome=self.outcome,
+            error=self.error.code if self.error is not None else None,
+            engine=self.voice.engine,
+            voice=voice_label(self.voice),
+            format=self.format,
+            chars=self.chars,
+            chunks=len(self.chunks),
+            ttfa_ms=round(self.ttfa_ms, 2) if self.ttfa_ms is not None else None,
+            audio_ms=round(audio_ms, 1),
+            synth_ms=round(self.synth_ms, 1),
+            rtf=round(self.synth_ms / audio_ms, 4) if audio_ms else None,
+            bytes=self.bytes_out,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+
+
+__all__ = ["OneShot", "admit", "voice_label"]
