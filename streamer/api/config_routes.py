@@ -7,7 +7,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ..config_manager import masked
-from .http import read_object
+from .http import by_method, read_object
 from .system import runtime_of
 
 
@@ -51,8 +51,7 @@ def _answer(message: str, outcome: dict[str, list[str]]) -> dict[str, object]:
 
 
 routes = [
-    Route("/api/v1/config", get_config, methods=["GET"]),
-    Route("/api/v1/config", update_config, methods=["POST"]),
+    by_method("/api/v1/config", GET=get_config, POST=update_config),
     Route("/api/v1/config/reload", reload_config, methods=["POST"]),
     Route("/api/v1/config/save", save_config, methods=["POST"]),
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -18,6 +18,7 @@ import structlog
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import ConfigError, InvalidField, InvalidMessage, StreamerError
@@ -179,6 +180,18 @@ EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Any]] = {
     StreamerError: streamer_error,
     Exception: internal_error,
 }
+
+
+def by_method(path: str, **handlers: Callable[[Request], Awaitable[Response]]) -> Route:
+    """One route for several methods, so a 405 on that path lists all of them in ``Allow``
+    (two Route objects for one path would each answer 405 with only their own methods)."""
+
+    async def dispatch(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await handlers[method](request)
+
+    dispatch.__name__ = "_".join(h.__name__ for h in handlers.values())
+    return Route(path, dispatch, methods=list(handlers))
 
 
 async def read_json(request: Request) -> Any:

@@ -14,7 +14,7 @@ from ..protocol import error_event, parse_config
 from ..runtime import Runtime
 from ..session.connection import CLOSE_NORMAL
 from ..session.state import Session
-from .http import read_object
+from .http import by_method, read_object
 from .system import runtime_of
 
 SESSION_FIELDS = ("engine", "voice", "voice_id", "language", "speed", "format", "sample_rate")
@@ -137,10 +137,8 @@ async def interrupt_all(request: Request) -> JSONResponse:
 
 
 routes = [
-    Route("/api/v1/sessions", create_session, methods=["POST"]),
-    Route("/api/v1/sessions", list_sessions, methods=["GET"]),
-    Route("/api/v1/sessions/{session_id}", get_session, methods=["GET"]),
-    Route("/api/v1/sessions/{session_id}", delete_session, methods=["DELETE"]),
+    by_method("/api/v1/sessions", GET=list_sessions, POST=create_session),
+    by_method("/api/v1/sessions/{session_id}", GET=get_session, DELETE=delete_session),
     # Before the parameterised route: the literal `all` is never taken for a session id.
     Route("/api/v1/interrupt/all", interrupt_all, methods=["POST"]),
     Route("/api/v1/interrupt/{session_id}", interrupt_one, methods=["POST"]),

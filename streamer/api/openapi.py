@@ -1,0 +1,1043 @@
+"""The OpenAPI 3.1 description of the REST API at /openapi.json, and offline Swagger UI and ReDoc pages.
+
+The document is built from the app's own route table: every route gets the operation described here
+for its (method, path); a route nobody described yet still appears, marked ``x-undescribed`` (the tests
+fail on it), and a description whose route is not mounted is left out. Bodies are pydantic models (or,
+for the configuration, the ``Settings`` model itself), so the schemas are JSON Schema 2020-12 as 3.1 wants.
+
+The docs pages load nothing from another host. Their assets are vendored in ``docs_assets/`` (shipped in
+the wheel, so a plain ``pip install`` works without network): Swagger UI from the npm package
+``swagger-ui-dist`` (Apache-2.0) and ReDoc's ``bundles/redoc.standalone.js`` from the npm package ``redoc``
+(MIT); versions, checksums and how to refresh them are in ``docs_assets/README.md``. PyPI offers no
+maintained package of both (``swagger-ui-bundle`` ships Swagger UI 4, which cannot read OpenAPI 3.1).
+The pages send a Content-Security-Policy limiting every fetch to this server: ReDoc 2 would otherwise
+fetch its logo from a CDN.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import models_json_schema
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+from .. import __version__
+from ..audio import FORMATS, MIME_TYPES
+from ..config import Format, Settings
+from ..config_manager import RESTART_KEYS
+from ..security import OPENAI_PREFIX, is_public
+
+ASSETS_DIR = Path(__file__).parent / "docs_assets"
+REF = "#/components/schemas/"
+
+# ---- response and request bodies -------------------------------------------------------------------
+
+Status = Literal["healthy", "not_initialized", "starting", "loading", "on_demand", "unhealthy"]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="allow")  # answers may grow fields; clients ignore what they don't know
+
+
+class Components(_Body):
+    config_manager: Status
+    session_manager: Status
+    queue_manager: Status
+    tts_engine: Status
+
+
+class Health(_Body):
+    status: Literal["healthy", "degraded"]
+    timestamp: str = Field(description="ISO 8601, UTC, whole seconds")
+    version: str
+    uptime_seconds: float
+    components: Components
+    engine: str = Field(description="The default engine")
+    workers_ready: int
+
+
+class ReadyChecks(_Body):
+    pool: bool = Field(description="At least one worker is ready")
+    engine_loaded: bool = Field(description="A ready worker has the default engine loaded")
+    accepting: bool = Field(description="The server is not draining for shutdown")
+
+
+class Readiness(_Body):
+    status: Literal["ready", "not_ready"]
+    checks: ReadyChecks
+    failing: list[Literal["pool", "engine_loaded", "accepting"]]
+
+
+class StatusServer(_Body):
+    uptime_seconds: float
+    host: str
+    http_port: int
+    websocket_port: int
+    max_connections: int
+    version: str
+
+
+class StatusEngine(_Body):
+    engine: str
+    device: str
+    default_language: str
+    supported_languages: list[str]
+    preload_languages: list[str]
+    state: Status
+    engines: list[str] = Field(description="Engines installed and loadable")
+
+
+class StatusAudio(_Body):
+    default_format: Format
+    supported_formats: list[Format]
+    buffer_size: int = Field(description="Samples in one audio frame at the default sample rate")
+    default_sample_rate: int = Field(description="Hz")
+    frame_ms: int
+
+
+class QueueStatus(_Body):
+    max_size: int
+    current_size: int
+    worker_processes: int
+    busy_workers: int
+
+
+class WorkerStatus(_Body):
+    index: int
+    pid: int | None
+    ready: bool
+    session: str | None = Field(description="Session of the chunk being synthesized")
+    job: int | str | None
+
+
+class PoolStatus(_Body):
+    workers: int
+    ready_workers: int
+    busy_workers: int
+    queue_depth: int = Field(description="Chunks waiting for a worker")
+    max_queue: int
+    restarts: int = Field(description="Workers respawned after dying")
+    jobs_done: int
+    worker_list: list[WorkerStatus]
+    load_errors: dict[str, Any] = Field(description="Worker index -> engine -> why it failed to load")
+
+
+class LoopLag(_Body):
+    samples: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+class ServerStatus(_Body):
+    status: Literal["running", "draining"]
+    timestamp: str
+    server: StatusServer
+    tts_engine: StatusEngine
+    audio_processor: StatusAudio
+    active_connections: int = Field(description="Open WebSocket connections")
+    queue_status: QueueStatus
+    sessions: int
+    pool: PoolStatus
+    loop_lag: LoopLag = Field(description="Event-loop lag measured since start (or the last reset)")
+    counters: dict[str, int]
+    pending_restart: list[str] = Field(description="Configuration keys changed that need a restart")
+
+
+class Metrics(_Body):
+    timestamp: str
+    uptime_seconds: float
+    active_sessions: int = Field(description="Sessions with a connected client")
+    total_requests: int
+    average_latency_ms: float = Field(description="Mean HTTP request time")
+    queue_size: int
+    memory_usage_mb: float = Field(description="Resident memory of the server process, MiB")
+    cpu_usage_percent: float
+    workers_memory_mb: float = Field(description="Resident memory of the worker processes, MiB")
+    sessions_total: int
+    turns: int
+    interrupts: int
+    ttfa_ms_p50: float | None = Field(description="Median time to first audio of recent turns; null: none")
+    ttfa_ms_p95: float | None
+
+
+class ConfigUpdated(_Body):
+    status: Literal["success"]
+    message: str
+    applied: list[str] = Field(description="Dotted keys changed and in effect now")
+    restart_required: list[str] = Field(description="Dotted keys kept for `save`, in effect after a restart")
+
+
+class ConfigSaved(_Body):
+    status: Literal["success"]
+    message: str
+    path: str = Field(description="The file written")
+    restart_required: list[str]
+
+
+class Speaker(_Body):
+    id: int = Field(description="The voice_id: index of the voice in its language's list")
+    name: str
+    gender: str | None
+    description: str
+    sample_rate: int = Field(description="Hz of the engine's output for this voice")
+    quality: str
+    engine: str
+    language: str
+
+
+class LanguageGroup(_Body):
+    code: str = Field(description="Primary language subtag")
+    name: str
+    engine: str
+    speakers: list[Speaker]
+
+
+class Languages(_Body):
+    supported_languages: list[str] = Field(description="Of the default engine")
+    preload_languages: list[str]
+    default_language: str
+    languages: list[str] = Field(description="Same as supported_languages")
+    by_engine: dict[str, list[str]]
+
+
+class EngineCapabilities(_Body):
+    offline: bool
+    ssml: bool
+    rate_control: bool
+    pitch_control: bool
+    streaming: bool = Field(description="Yields audio inside a sentence")
+    blending: bool = Field(description="Takes a blend of speakers as the voice")
+    max_text_length: int
+
+
+class EngineInfo(_Body):
+    name: str
+    available: Literal[True]
+    default: bool
+    state: Status
+    capabilities: EngineCapabilities
+    languages: list[str]
+    voices: list[str]
+    offline: bool
+
+
+class UnavailableEngine(_Body):
+    name: str
+    available: Literal[False]
+    default: Literal[False]
+    reason: str
+    languages: list[str]
+    voices: list[str]
+
+
+class EngineVoice(_Body):
+    name: str
+    engine: str
+    language: str
+    gender: str | None
+    quality: str
+    sample_rate: int
+    voice_id: int
+    description: str
+
+
+class FormatDetail(_Body):
+    format: Format
+    mime_type: str
+
+
+class Formats(_Body):
+    formats: list[Format]
+    default_format: Format
+    details: list[FormatDetail]
+
+
+Blend = Annotated[dict[str, float], Field(min_length=1)]  # speaker name -> weight
+
+
+class VoiceRef(BaseModel):
+    """OpenAI's reference to a custom voice: here, a voice name of ours."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+
+
+class SessionCreate(BaseModel):
+    """A session's settings; each one left out (or null) takes the server's default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: str | None = Field(None, examples=["espeak"])
+    voice: str | Blend | None = Field(
+        None,
+        description="A voice name, or (engines that blend) speaker names -> weights",
+        examples=["en-us"],
+    )
+    voice_id: int | None = Field(None, ge=0, description="Index in the language's voice list")
+    language: str | None = Field(None, examples=["en"])
+    speed: float | None = Field(None, ge=0.25, le=4.0)
+    format: Format | None = None
+    sample_rate: int | None = Field(None, ge=8000, le=48000, description="Hz")
+
+
+class SessionConfig(_Body):
+    language: str
+    voice_id: int | None
+    voice: str | Blend
+    engine: str
+    format: Format
+    sample_rate: int
+    speed: float
+
+
+class SessionSummary(_Body):
+    session_id: str
+    created_at: str
+    last_activity: str
+    is_active: bool
+    connected: bool = Field(description="A WebSocket client is attached")
+
+
+class SessionDetails(SessionSummary):
+    config: SessionConfig
+    generation: int = Field(description="Bumped by every interrupt")
+    last_seq: int | None = Field(description="Sequence number of the last audio frame sent")
+    text_offset: int
+    chunks_queued: int
+    chunks_done: int
+    audio_seconds_sent: float
+
+
+class SessionCreated(SessionDetails):
+    resume_token: str = Field(description="Send with the session_id in the WebSocket `start` message")
+    ws_url: str
+
+
+class SessionList(_Body):
+    sessions: list[SessionSummary]
+    total: int
+
+
+class SessionClosed(_Body):
+    status: Literal["success"]
+    message: str
+
+
+class SessionInterrupted(_Body):
+    status: Literal["success"]
+    message: str
+    generation: int = Field(description="The session's new generation")
+
+
+class AllInterrupted(_Body):
+    status: Literal["success"]
+    message: str
+    interrupted: int
+
+
+class SynthRequest(BaseModel):
+    """What to say and how; the answer is the whole file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(
+        min_length=1,
+        pattern=r"\S",
+        description="1 to `limits.max_text_chars` characters, not only white space",
+        examples=["Hello from streamer."],
+    )
+    lang: str | None = Field(None, examples=["en"])
+    engine: str | None = Field(None, examples=["espeak"])
+    voice: str | Blend | None = Field(
+        None, description="A voice name (without `engine`: the engine that has it), or a blend"
+    )
+    rate: float | None = Field(None, ge=0.25, le=4.0, description="Speaking rate multiplier")
+    pitch: float | None = Field(None, ge=0, le=0, description="Accepted for ttskit clients; must be 0")
+    format: Format | None = Field(None, description="Default: ogg (Opus) when supported")
+    sample_rate: int | None = Field(None, ge=8000, le=48000, description="Hz")
+
+
+class SpeechRequest(BaseModel):
+    """OpenAI's speech request; fields OpenAI adds later are ignored."""
+
+    model: str = Field(
+        min_length=1,
+        description="Any name, echoed in X-Model; one of our engines selects it",
+        examples=["tts-1"],
+    )
+    input: str = Field(
+        min_length=1,
+        pattern=r"\S",
+        description="1 to `openai.max_input_chars` characters, not only white space",
+        examples=["Hello from streamer."],
+    )
+    voice: str | Blend | VoiceRef = Field(
+        description="An OpenAI voice (mapped by `openai.voices`, else the default voice), or one of ours",
+        examples=["alloy"],
+    )
+    response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] | None = Field(
+        None, description="Default mp3; opus is Opus in Ogg; pcm is s16le mono; all at 24 kHz"
+    )
+    speed: float | None = Field(None, ge=0.25, le=4.0)
+    instructions: str | None = Field(None, description="Accepted and ignored")
+    stream_format: Literal["audio"] | None = None
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str = Field(examples=["invalid_request_error"])
+    param: str | None
+    code: str | None
+
+
+class OpenAIError(BaseModel):
+    """Errors of the OpenAI-compatible routes, in OpenAI's shape."""
+
+    error: OpenAIErrorDetail
+
+
+class Error(BaseModel):
+    """Every error answer: what went wrong, a stable code, and the request id to find it in the logs."""
+
+    detail: str
+    error_type: str = Field(examples=["not_found"])
+    request_id: str
+
+
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="Where: e.g. [body, field] or a config path")
+    msg: str
+
+
+class ValidationError(BaseModel):
+    """A 422: every field that was wrong."""
+
+    detail: list[FieldError]
+    error_type: str = Field(examples=["invalid_field"])
+    request_id: str
+
+
+MODELS: list[type[BaseModel]] = [
+    Health, Readiness, ServerStatus, Metrics, ConfigUpdated, ConfigSaved, LanguageGroup, Languages,
+    EngineInfo, UnavailableEngine, EngineVoice, Formats, SessionCreate, SessionSummary, SessionDetails,
+    SessionCreated, SessionList, SessionClosed, SessionInterrupted, AllInterrupted, SynthRequest,
+    SpeechRequest, OpenAIError, Error, ValidationError,
+]  # fmt: skip
+REQUESTS = (SessionCreate, SynthRequest, SpeechRequest)
+
+
+def _each_object(schema: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(schema, dict):
+        if "properties" in schema:
+            yield schema
+        for value in schema.values():
+            yield from _each_object(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            yield from _each_object(value)
+
+
+def _settings_schemas() -> dict[str, Any]:
+    """``Settings`` as GET /config answers it (every key) and ``SettingsPatch``, any part of it."""
+    full = Settings.model_json_schema(mode="serialization", ref_template=REF + "{model}")
+    patch = Settings.model_json_schema(mode="validation", ref_template=REF + "{model}Patch")
+    schemas = {**full.pop("$defs"), "Settings": full}
+    for obj in _each_object(schemas):
+        obj["required"] = list(obj["properties"])
+    patches = {f"{name}Patch": s for name, s in patch.pop("$defs").items()} | {"SettingsPatch": patch}
+    for obj in _each_object([schemas, patches]):
+        device = obj["properties"].get("device")
+        if device and device.get("type") == "string":  # a field validator JSON Schema cannot see
+            device["pattern"] = r"^(auto|cpu|cuda|mps|cuda:[0-9]+)$"
+    patch["description"] = (
+        "Any part of the configuration. Sections merge key by key; lists and values replace. "
+        f"Keys read once at start ({', '.join(RESTART_KEYS)}) are kept for `save` and take effect "
+        "after a restart. Masked secrets posted back unchanged keep their values."
+    )
+    return schemas | patches
+
+
+@functools.cache
+def component_schemas() -> dict[str, Any]:
+    modes = [(m, "validation" if m in REQUESTS else "serialization") for m in MODELS]
+    _, defs = models_json_schema(modes, ref_template=REF + "{model}")  # type: ignore[arg-type]
+    return {**defs["$defs"], **_settings_schemas()}
+
+
+# ---- operations ----------------------------------------------------------------------------------------
+
+
+def _header(description: str, schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
+    return {"description": description, "required": required, "schema": schema}
+
+
+HEADERS = {
+    "X-Request-ID": _header(
+        "The request's id (a valid incoming one is kept); the request's log lines carry it",
+        {"type": "string", "minLength": 1},
+    ),
+    "X-Process-Time": _header(
+        "Seconds until the answer started", {"type": "string", "pattern": r"^[0-9]+\.[0-9]+$"}
+    ),
+    "Retry-After": _header("Seconds to wait before trying again", {"type": "string", "pattern": "^[0-9]+$"}),
+    "WWW-Authenticate": _header("`Bearer`", {"type": "string"}),
+}
+_COMMON = ("X-Request-ID", "X-Process-Time")
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": REF + name}
+
+
+def _headers(*names: str, **extra: dict[str, Any]) -> dict[str, Any]:
+    return {name: {"$ref": f"#/components/headers/{name}"} for name in (*_COMMON, *names)} | extra
+
+
+def _json(schema: dict[str, Any], description: str, *headers: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": _headers(*headers),
+        "content": {"application/json": {"schema": schema}},
+    }
+
+
+def _audio(description: str, media_types: Iterable[str], **headers: dict[str, Any]) -> dict[str, Any]:
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    return {
+        "description": description,
+        "headers": _headers(**headers),
+        "content": {media_type: binary for media_type in media_types},
+    }
+
+
+# Shared error answers: name -> (status, body schema, description, extra headers).
+ERRORS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
+    "BadRequest": ("400", "Error", "The body is not valid JSON (`invalid_message`).", ()),
+    "Unauthorized": (
+        "401",
+        "Error",
+        "API keys are configured and the request carries none, or a wrong one (`unauthorized`).",
+        ("WWW-Authenticate",),
+    ),
+    "NotFound": ("404", "Error", "No such resource (`not_found`, `session_not_found`).", ()),
+    "PayloadTooLarge": (
+        "413",
+        "Error",
+        "The body is over `limits.max_request_bytes` (`payload_too_large`), in this shape on every route.",
+        (),
+    ),
+    "Unprocessable": ("422", "ValidationError", "A field is wrong; `detail` lists each one.", ()),
+    "EngineFailed": ("500", "Error", "The engine failed on this text (`engine_error`).", ()),
+    "Overloaded": ("503", "Error", "The synthesis queue is full or the server drains (`overloaded`).",
+                   ("Retry-After",)),
+    "OpenAIBadRequest": ("400", "OpenAIError", "Any invalid request; `error.code` says which rule.", ()),
+    "OpenAIUnauthorized": ("401", "OpenAIError", "A missing or wrong API key (`invalid_api_key`).",
+                           ("WWW-Authenticate",)),
+    "OpenAIEngineFailed": ("500", "OpenAIError", "The engine failed before any audio was sent.", ()),
+    "OpenAIOverloaded": ("503", "OpenAIError", "The synthesis queue is full or the server drains.",
+                         ("Retry-After",)),
+}  # fmt: skip
+
+
+def _errors(*names: str) -> dict[str, Any]:
+    return {ERRORS[name][0]: {"$ref": f"#/components/responses/{name}"} for name in names}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+def _path(name: str, description: str, **schema: Any) -> dict[str, Any]:
+    # A segment: no slash (it would reach another route) and never empty.
+    base = {"type": "string", "minLength": 1, "pattern": "^[^/]+$"}
+    return {"name": name, "in": "path", "required": True, "schema": base | schema, "description": description}
+
+
+def _body(model: str, required: bool = False) -> dict[str, Any]:
+    return {
+        "required": required,
+        "description": "JSON" if required else "JSON; an empty body is an empty object",
+        "content": {"application/json": {"schema": _ref(model)}},
+    }
+
+
+def _op(
+    operation_id: str,
+    tag: str,
+    summary: str,
+    responses: dict[str, Any],
+    description: str | None = None,
+    parameters: list[dict[str, Any]] | None = None,
+    body: str | None = None,
+    body_required: bool = False,
+    links: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An operation; one with a JSON ``body`` also answers 400 and 413."""
+    op: dict[str, Any] = {"operationId": operation_id, "tags": [tag], "summary": summary}
+    if description:
+        op["description"] = description
+    if parameters:
+        op["parameters"] = parameters
+    if body is not None:
+        op["requestBody"] = _body(body, body_required)
+        responses = _errors("BadRequest", "PayloadTooLarge") | responses
+    if links:
+        success = min(status for status in responses if status.startswith("2"))
+        responses = {**responses, success: {**responses[success], "links": links}}
+    op["responses"] = dict(sorted(responses.items()))
+    return op
+
+
+def _session_links() -> dict[str, Any]:
+    by_id = {"session_id": "$response.body#/session_id"}
+    return {
+        name: {"operationId": target, "parameters": by_id}
+        for name, target in [
+            ("GetSession", "getSession"),
+            ("InterruptSession", "interruptSession"),
+            ("CloseSession", "closeSession"),
+        ]
+    }
+
+
+def _audio_headers(*names: str) -> dict[str, Any]:
+    described = {
+        "X-Audio-Duration": ("Seconds of audio", {"type": "string", "pattern": r"^[0-9]+\.[0-9]+$"}),
+        "X-Audio-Size": ("Bytes of the body", {"type": "string", "pattern": "^[0-9]+$"}),
+        "X-Audio-Sample-Rate": ("Hz", {"type": "string", "pattern": "^[0-9]+$"}),
+        "X-Engine-Used": ("The engine that spoke", {"type": "string"}),
+        "X-Voice-Used": ("The voice, or `name:weight,...` for a blend", {"type": "string"}),
+        "X-Model": ("The `model` of the request", {"type": "string"}),
+        "Content-Disposition": ("`attachment; filename=synthesis.FORMAT`", {"type": "string"}),
+    }
+    return {name: _header(*described[name]) for name in names}
+
+
+@functools.cache
+def described_operations() -> dict[tuple[str, str], dict[str, Any]]:
+    """Every operation described, by (method, path)."""
+    health = _op(
+        "getHealth", "system", "Liveness and the state of each part", {"200": _json(_ref("Health"), "Alive")}
+    )
+    engine_name = _path("name", "An engine name (GET /api/v1/engines)", examples=["espeak"])
+    session_id = _path("session_id", "A session id (POST /api/v1/sessions)")
+    audio_types = [MIME_TYPES[f] for f in FORMATS]
+    to_demo = {
+        "description": "To the demo page, /demo/",
+        "headers": _headers(Location=_header("Where the demo is", {"type": "string"})),
+    }
+    demo = _op("openDemo", "demo", "The browser demo (plays the stream live)", {"307": to_demo})
+    return {
+        ("GET", "/health"): health,
+        ("GET", "/api/v1/health"): {**health, "operationId": "getApiHealth"},
+        ("GET", "/ready"): _op(
+            "getReady",
+            "system",
+            "Readiness for a load balancer",
+            {
+                "200": _json(_ref("Readiness"), "Ready to take sessions"),
+                "503": _json(_ref("Readiness"), "Not ready; `failing` names the checks that fail"),
+            },
+        ),
+        ("GET", "/api/v1/status"): _op(
+            "getStatus",
+            "system",
+            "Server, engine, audio, pool and queue status",
+            {"200": _json(_ref("ServerStatus"), "Status")},
+            parameters=[
+                _query("reset_loop_lag", {"type": "boolean"}, "Any value: restart the loop-lag figures")
+            ],
+        ),
+        ("GET", "/api/v1/metrics"): _op(
+            "getMetrics", "system", "Performance figures as JSON", {"200": _json(_ref("Metrics"), "Metrics")}
+        ),
+        ("GET", "/metrics"): _op(
+            "getPrometheusMetrics",
+            "system",
+            "Prometheus metrics",
+            {
+                "200": {
+                    "description": "Text exposition 0.0.4, or OpenMetrics when the Accept header asks for it",
+                    "headers": _headers(),
+                    "content": {
+                        media_type: {"schema": {"type": "string"}}
+                        for media_type in ("text/plain", "application/openmetrics-text")
+                    },
+                }
+            },
+        ),
+        ("GET", "/api/v1/config"): _op(
+            "getConfig",
+            "config",
+            "The running configuration (secrets masked)",
+            {"200": _json(_ref("Settings"), "The running configuration")},
+        ),
+        ("POST", "/api/v1/config"): _op(
+            "updateConfig",
+            "config",
+            "Change the configuration live",
+            {"200": _json(_ref("ConfigUpdated"), "Validated and applied")} | _errors("Unprocessable"),
+            description="Validated as a whole: one bad field and nothing changes.",
+            body="SettingsPatch",
+        ),
+        ("POST", "/api/v1/config/reload"): _op(
+            "reloadConfig",
+            "config",
+            "Re-read the configuration file (defaults, file, environment)",
+            {"200": _json(_ref("ConfigUpdated"), "Reloaded")} | _errors("Unprocessable"),
+            description="An invalid file changes nothing and answers 422.",
+        ),
+        ("POST", "/api/v1/config/save"): _op(
+            "saveConfig",
+            "config",
+            "Write the configuration to its file atomically",
+            {"200": _json(_ref("ConfigSaved"), "Saved")} | _errors("Unprocessable"),
+            description="Writes to --config, else $STREAMER_CONFIG, else ~/.config/streamer/config.yaml, "
+            "including changes that wait for a restart.",
+        ),
+        ("GET", "/api/v1/voices"): _op(
+            "listVoices",
+            "voices",
+            "Voices grouped by language",
+            {"200": _json({"type": "array", "items": _ref("LanguageGroup")}, "Languages and their voices")}
+            | _errors("Unprocessable"),
+            parameters=[
+                _query("engine", {"type": "string", "examples": ["espeak"]}, "Default: the default engine"),
+                _query("language", {"type": "string", "examples": ["en"]}, "Only this language"),
+            ],
+        ),
+        ("GET", "/api/v1/languages"): _op(
+            "listLanguages", "voices", "Languages spoken", {"200": _json(_ref("Languages"), "Languages")}
+        ),
+        ("GET", "/api/v1/engines"): _op(
+            "listEngines",
+            "voices",
+            "Engines, installed or not",
+            {
+                "200": _json(
+                    {"type": "array", "items": {"anyOf": [_ref("EngineInfo"), _ref("UnavailableEngine")]}},
+                    "Engines",
+                )
+            },
+            parameters=[
+                _query("available_only", {"type": "boolean"}, "Leave out engines that cannot be used")
+            ],
+        ),
+        ("GET", "/api/v1/engines/{name}"): _op(
+            "getEngine",
+            "voices",
+            "One engine",
+            {"200": _json(_ref("EngineInfo"), "The engine")} | _errors("Unprocessable"),
+            description="An engine that is unknown or not installed answers 422 `unknown_engine`.",
+            parameters=[engine_name],
+        ),
+        ("GET", "/api/v1/engines/{name}/voices"): _op(
+            "listEngineVoices",
+            "voices",
+            "One engine's voices",
+            {"200": _json({"type": "array", "items": _ref("EngineVoice")}, "Voices")}
+            | _errors("Unprocessable"),
+            parameters=[
+                engine_name,
+                _query("language", {"type": "string", "examples": ["en"]}, "Only this language"),
+            ],
+        ),
+        ("GET", "/api/v1/formats"): _op(
+            "listFormats", "voices", "Audio formats", {"200": _json(_ref("Formats"), "Formats")}
+        ),
+        ("POST", "/api/v1/sessions"): _op(
+            "createSession",
+            "sessions",
+            "Create a session to attach to over the WebSocket",
+            {"201": _json(_ref("SessionCreated"), "Created")} | _errors("Unprocessable"),
+            description="Attach with a WebSocket `start` message carrying `session_id` and `resume_token`. "
+            "A session no client attaches to expires after `sessions.idle_timeout_s`.",
+            body="SessionCreate",
+            links=_session_links(),
+        ),
+        ("GET", "/api/v1/sessions"): _op(
+            "listSessions", "sessions", "Sessions", {"200": _json(_ref("SessionList"), "Sessions")}
+        ),
+        ("GET", "/api/v1/sessions/{session_id}"): _op(
+            "getSession",
+            "sessions",
+            "One session",
+            {"200": _json(_ref("SessionDetails"), "The session")} | _errors("NotFound"),
+            parameters=[session_id],
+        ),
+        ("DELETE", "/api/v1/sessions/{session_id}"): _op(
+            "closeSession",
+            "sessions",
+            "Close a session (its client gets a fatal `session_closed` error)",
+            {"200": _json(_ref("SessionClosed"), "Closed")} | _errors("NotFound"),
+            parameters=[session_id],
+        ),
+        ("POST", "/api/v1/interrupt/all"): _op(
+            "interruptAll",
+            "sessions",
+            "Interrupt every session",
+            {"200": _json(_ref("AllInterrupted"), "Interrupted")},
+        ),
+        ("POST", "/api/v1/interrupt/{session_id}"): _op(
+            "interruptSession",
+            "sessions",
+            "Interrupt a session (barge-in)",
+            {"200": _json(_ref("SessionInterrupted"), "Interrupted")} | _errors("NotFound"),
+            description="Starts a new generation: queued text and audio are dropped and the client gets "
+            "`interrupted`. `all` is not an id: it interrupts every session.",
+            parameters=[_path("session_id", "A session id", **{"not": {"const": "all"}})],
+        ),
+        ("GET", "/"): demo,
+        ("GET", "/demo"): {**demo, "operationId": "openDemoPage"},
+        ("GET", "/v1/{path}"): _op(
+            "openaiNotFound",
+            "synthesis",
+            "Any other path under /v1/: an error in OpenAI's shape",
+            {
+                "404": _json(_ref("OpenAIError"), "No such route (`not_found`)"),
+                "405": {
+                    **_json(_ref("OpenAIError"), "A route of ours, another method (`method_not_allowed`)"),
+                    "headers": _headers(Allow=_header("The methods the route takes", {"type": "string"})),
+                },
+            },
+            parameters=[
+                {
+                    "name": "path",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$"},
+                    "examples": {"route": {"value": "audio/speech"}, "unknown": {"value": "models"}},
+                }
+            ],
+        ),
+        ("POST", "/api/v1/synth"): _op(
+            "synthesize",
+            "synthesis",
+            "Synthesize a text into one audio file",
+            {
+                "200": _audio(
+                    "The whole file, its media type by `format` (pcm: `audio/L16;rate=R;channels=1`)",
+                    audio_types,
+                    **_audio_headers(
+                        "X-Audio-Duration",
+                        "X-Audio-Size",
+                        "X-Audio-Sample-Rate",
+                        "X-Engine-Used",
+                        "X-Voice-Used",
+                        "Content-Disposition",
+                    ),
+                )
+            }
+            | _errors("Unprocessable", "EngineFailed", "Overloaded"),
+            description="Answers once the whole text is spoken, so the size and duration headers are "
+            "exact. For audio as it is made, use the WebSocket or POST /v1/audio/speech.",
+            body="SynthRequest",
+            body_required=True,
+        ),
+        ("POST", "/v1/audio/speech"): _op(
+            "createSpeech",
+            "synthesis",
+            "OpenAI-compatible speech, streamed as it is synthesized",
+            {
+                "200": _audio(
+                    "Audio, streamed; the media type follows `response_format`",
+                    audio_types,  # response_format's six formats are ours by other names
+                    **_audio_headers("X-Model", "X-Engine-Used", "X-Voice-Used", "X-Audio-Sample-Rate"),
+                )
+            }
+            | _errors("OpenAIBadRequest", "PayloadTooLarge", "OpenAIEngineFailed", "OpenAIOverloaded"),
+            description="Works with OpenAI's SDKs. Errors are in OpenAI's shape (every invalid request "
+            "is a 400), except a body over the size limit, refused before any route runs. A chunk that "
+            "fails once audio has started ends the download unfinished.",
+            body="SpeechRequest",
+            body_required=True,
+        ),
+    }
+
+
+# ---- the document --------------------------------------------------------------------------------------
+
+TAGS = [
+    {"name": "system", "description": "Health, readiness, status and metrics"},
+    {"name": "config", "description": "The live configuration"},
+    {"name": "voices", "description": "Engines, voices, languages and audio formats"},
+    {"name": "sessions", "description": "Streaming sessions and barge-in"},
+    {"name": "synthesis", "description": "Text to audio over HTTP"},
+    {"name": "demo", "description": "The browser demo page"},
+]
+
+DESCRIPTION = """\
+Every answer carries `X-Request-ID` (a valid incoming one is kept) and `X-Process-Time`. Every error
+is `{"detail", "error_type", "request_id"}`; a 422's `detail` lists `{"loc", "msg"}` per bad field.
+
+**Streaming** happens on the WebSocket at `/api/v1/stream`, on `server.websocket_port` and on this port
+too (see `x-websocket`): the client sends `start`, then `text` (with `flush`), `flush`, `interrupt`,
+`config`, `end` and `ping` messages as JSON text or msgpack binary frames; the server answers `ready`,
+then `audio`, `chunk_start`, `chunk_end`, `done`, `interrupted`, `error` and `pong`. Audio frames are
+msgpack. Sessions created here are attached to with `start` carrying `session_id` and `resume_token`.
+"""
+
+
+def _endpoints(routes: Iterable[BaseRoute], prefix: str = "") -> Iterator[tuple[str, str, BaseRoute]]:
+    """(method, OpenAPI path, route) of every HTTP route in the schema, Mounts followed."""
+    for route in routes:
+        if isinstance(route, Route) and route.include_in_schema:
+            path = re.sub(r"\{([^}:]+)(:[^}]+)?\}", r"{\1}", prefix + route.path)
+            for method in sorted(route.methods or ()):
+                if method != "HEAD":
+                    yield method, path, route
+        elif isinstance(route, Mount) and route.routes:
+            yield from _endpoints(route.routes, prefix + route.path)
+
+
+def _undescribed(method: str, path: str, route: BaseRoute) -> dict[str, Any]:
+    doc = (getattr(route, "endpoint", None).__doc__ or "").strip().splitlines()  # type: ignore[union-attr]
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", path).strip("_")
+    return {
+        "operationId": f"{method.lower()}_{slug}",
+        "summary": doc[0] if doc else getattr(route, "name", path),
+        "parameters": [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in re.findall(r"\{([^}]+)\}", path)
+        ],
+        "responses": {"default": {"description": "Not described yet"}},
+        "x-undescribed": True,
+    }
+
+
+def _guarded(path: str, op: dict[str, Any]) -> dict[str, Any]:
+    """The operation with what access control adds: a 401 unless the path is public."""
+    if is_public(path):
+        return {**op, "security": []}
+    name = "OpenAIUnauthorized" if path.startswith(OPENAI_PREFIX) else "Unauthorized"
+    return {**op, "responses": dict(sorted((op["responses"] | _errors(name)).items()))}
+
+
+def openapi_document(routes: Iterable[BaseRoute], root_path: str = "") -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the HTTP routes given, WebSocket routes under ``x-websocket``."""
+    routes = list(routes)
+    described = described_operations()
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path, route in _endpoints(routes):
+        op = described.get((method, path)) or _undescribed(method, path, route)
+        paths.setdefault(path, {})[method.lower()] = _guarded(path, op)
+    document: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "streamer",
+            "version": __version__,
+            "summary": "Real-time text-to-speech streaming server",
+            "description": DESCRIPTION,
+            "license": {"name": "MIT", "identifier": "MIT"},
+        },
+        "tags": TAGS,
+        # Keys are needed only when `security.api_keys` is set: hence the empty alternative.
+        "security": [{}, {"bearer": []}, {"apiKey": []}],
+        "paths": dict(sorted(paths.items())),
+        "components": {
+            "schemas": component_schemas(),
+            "responses": {
+                name: {
+                    "description": description,
+                    "headers": _headers(*headers),
+                    "content": {"application/json": {"schema": _ref(schema)}},
+                }
+                for name, (_, schema, description, headers) in ERRORS.items()
+            },
+            "headers": HEADERS,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "An API key as a bearer token"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
+        },
+        "x-websocket": [
+            {
+                "path": route.path,
+                "ports": ["server.websocket_port", "server.http_port"],
+                "description": "The streaming protocol: text in, audio frames and events out, barge-in. "
+                "With API keys set, the handshake needs one (headers, or `?api_key=` on the URL).",
+            }
+            for route in routes
+            if isinstance(route, WebSocketRoute)
+        ],
+    }
+    if root_path:
+        document["servers"] = [{"url": root_path}]
+    return document
+
+
+# ---- routes --------------------------------------------------------------------------------------------
+
+# Everything from this server: ReDoc's logo request to its CDN fails here instead of leaking.
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'self'"
+)
+_PAGE_HEADERS = {"Content-Security-Policy": CSP, "Cache-Control": "no-cache"}
+
+# Relative URLs: the pages work under any root path, and name no host at all.
+SWAGGER_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>streamer API</title>
+<link rel="icon" type="image/png" href="docs/assets/favicon-32x32.png">
+<link rel="stylesheet" href="docs/assets/swagger-ui.css">
+</head>
+<body>
+<div id="swagger-ui"></div>
+<script src="docs/assets/swagger-ui-bundle.js"></script>
+<script src="docs/assets/swagger-init.js"></script>
+</body>
+</html>
+"""
+
+REDOC_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>streamer API</title>
+<link rel="icon" type="image/png" href="docs/assets/favicon-32x32.png">
+</head>
+<body style="margin: 0">
+<redoc spec-url="openapi.json"></redoc>
+<script src="docs/assets/redoc.standalone.js"></script>
+</body>
+</html>
+"""
+
+
+async def openapi_json(request: Request) -> Response:
+    routes = request.app.routes
+    document = openapi_document(routes, request.scope.get("root_path", ""))
+    return Response(orjson.dumps(document), media_type="application/json")
+
+
+async def swagger_ui(request: Request) -> HTMLResponse:
+    return HTMLResponse(SWAGGER_PAGE, headers=_PAGE_HEADERS)
+
+
+async def redoc(request: Request) -> HTMLResponse:
+    return HTMLResponse(REDOC_PAGE, headers=_PAGE_HEADERS)
+
+
+routes: list[BaseRoute] = [
+    Route("/openapi.json", openapi_json, methods=["GET"], include_in_schema=False),
+    Route("/docs", swagger_ui, methods=["GET"], include_in_schema=False),
+    Route("/redoc", redoc, methods=["GET"], include_in_schema=False),
+    Mount("/docs/assets", app=StaticFiles(directory=ASSETS_DIR), name="docs_assets"),
+]
