@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..observability.metrics import RequestMetricsMiddleware, metrics_endpoint
 from ..runtime import Runtime
 from ..security import AccessControlMiddleware
-from . import config_routes, openapi, sessions, system, voices
+from . import config_routes, demo, openapi, sessions, system, voices
 from .http import EXCEPTION_HANDLERS, RequestContextMiddleware
 from .ws import stream_endpoint
 
@@ -27,6 +27,7 @@ def rest_routes() -> list[BaseRoute]:
         *voices.routes,
         *sessions.routes,
         *openapi.routes,
+        *demo.routes,
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         WebSocketRoute(STREAM_PATH, stream_endpoint),
     ]
