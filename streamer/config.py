@@ -117,6 +117,11 @@ class LoggingSettings(_Section):
         return value.upper() if isinstance(value, str) else value
 
 
+class OpenAISettings(_Section):
+    max_input_chars: int = Field(4096, ge=1)
+    voices: dict[str, str] = Field(default_factory=dict)
+
+
 class Settings(_Section):
     server: ServerSettings = Field(default_factory=ServerSettings)
     tts: TTSSettings = Field(default_factory=TTSSettings)
@@ -128,6 +133,7 @@ class Settings(_Section):
     sessions: SessionsSettings = Field(default_factory=SessionsSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)
 
 
 def default_config_path() -> Path:

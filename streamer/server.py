@@ -112,6 +112,7 @@ def serve(
     *,
     sockets: tuple[socket.socket, socket.socket] | None = None,
     uvicorn_options: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> None:
     """Run until a signal drains the server.
 
@@ -127,7 +128,7 @@ def serve(
         )
     http_sock, ws_sock = sockets
     options: dict[str, Any] = {"access_log": False, **(uvicorn_options or {})}
-    runtime = Runtime(settings, config_path)
+    runtime = Runtime(settings, config_path, overrides)
     runtime.ws_port = ws_sock.getsockname()[1]
     rest, ws = create_apps(runtime)
     app = PortDispatcher(rest, ws, ws_sock.getsockname()[1])

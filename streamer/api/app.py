@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..observability.metrics import RequestMetricsMiddleware, metrics_endpoint
 from ..runtime import Runtime
 from ..security import AccessControlMiddleware
-from . import config_routes, demo, openapi, sessions, system, voices
+from . import config_routes, demo, openapi, sessions, synth, system, voices
 from .http import EXCEPTION_HANDLERS, RequestContextMiddleware
 from .ws import stream_endpoint
 
@@ -26,6 +26,7 @@ def rest_routes() -> list[BaseRoute]:
         *config_routes.routes,
         *voices.routes,
         *sessions.routes,
+        *synth.routes,
         *openapi.routes,
         *demo.routes,
         Route("/metrics", metrics_endpoint, methods=["GET"]),

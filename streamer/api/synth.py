@@ -1,0 +1,432 @@
+"""One-shot synthesis over HTTP: ``POST /api/v1/synth`` (a whole file) and OpenAI's ``POST /v1/audio/speech``.
+
+``POST /api/v1/synth`` (the ttskit contract) takes ``{text, lang, engine, voice, rate, pitch, format,
+sample_rate}``, synthesizes the whole text, then answers with the file: X-Audio-Duration and X-Audio-Size
+are headers, so they must be known before the body starts. Where we differ from ttskit:
+
+- ``text`` is 1..``limits.max_text_chars`` characters (the ``max_text_length`` GET /api/v1/engines reports).
+- ``rate`` is 0.25..4.0, the engines' speed range (ttskit: 0.1..3.0).
+- ``pitch`` is accepted but must be 0: no engine interface here takes a pitch shift, so anything else is
+  a 422 rather than silently ignored.
+- ``format`` is any of ours (default ``ogg``, Opus in Ogg); ``sample_rate`` (8000..48000) is ours too.
+- ``voice`` may be a blend object ``{name: weight}`` for engines that blend; without ``engine`` a voice
+  name picks the engine that has it (the default engine first).
+Errors use the server's body shape (``{detail, error_type, request_id}``, 422 for bad fields).
+
+``POST /v1/audio/speech`` (OpenAI's contract) takes ``{model, input, voice, response_format, speed,
+instructions, stream_format}`` and streams the body as it is synthesized, so the official SDK works
+unchanged (``with_streaming_response`` included). Headers go out with the first audio: an error before
+that is a proper error response; a chunk that fails later ends the download unfinished (see
+``session/oneshot.py``). Mapping:
+
+- ``model``: any string, reported back in ``X-Model``; the name of one of our engines selects it.
+- ``voice``: OpenAI's names map through ``openai.voices`` in the config; an OpenAI name not listed there
+  speaks with the default voice. Our own voice names (and blends) work too; ``{"id": name}`` is a name.
+- ``response_format``: mp3 (default), opus (Opus in Ogg, as OpenAI sends it), aac, flac, wav, and pcm
+  (raw s16le mono); all at 24 kHz like OpenAI's.
+- ``instructions`` is accepted and ignored: no engine here takes style prompts. ``stream_format`` must be
+  ``audio`` (the default); server-sent events are not offered.
+Errors use OpenAI's shape ``{"error": {message, type, param, code}}`` with our code in ``code``. Every
+invalid request is a 400 (OpenAI's own habit; the SDK raises BadRequestError), a full server a 503 with
+Retry-After, an engine failure a 500. Unknown paths and methods under /v1/ answer in that shape too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import AsyncGenerator, Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from ..engines.catalog import ResolvedVoice
+from ..errors import InvalidField, StreamerError, UnknownEngine, UnknownVoice, UnsupportedFormat
+from ..protocol import SessionConfig
+from ..runtime import Runtime
+from ..session.oneshot import OneShot, admit, voice_label
+from .http import read_object
+from .system import runtime_of
+
+T = TypeVar("T")
+
+SYNTH_FIELDS = ("text", "lang", "engine", "voice", "rate", "pitch", "format", "sample_rate")
+SYNTH_DEFAULT_FORMAT = "ogg"
+SPEED_RANGE = (0.25, 4.0)
+PITCH_RANGE = (-12.0, 12.0)  # semitones, as ttskit documents it
+SAMPLE_RATE_RANGE = (8000, 48000)
+
+# OpenAI's built-in voices: any of them not mapped in `openai.voices` speaks with our default voice.
+OPENAI_VOICES = frozenset(
+    {
+        "alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse",
+        "marin", "cedar",
+    }
+)  # fmt: skip
+OPENAI_FORMATS = {"mp3": "mp3", "opus": "ogg", "aac": "aac", "flac": "flac", "wav": "wav", "pcm": "pcm"}
+OPENAI_SAMPLE_RATE = 24000
+# 499, nginx's "client closed request": only ever seen in our own logs, since nobody is left to read it.
+CLIENT_CLOSED = 499
+
+
+# ---- parsing ---------------------------------------------------------------------------------------
+
+
+def _string(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise InvalidField(f"field '{name}' must be a string", field=name)
+    return value
+
+
+def _number(body: dict[str, Any], name: str, low: float, high: float) -> float | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidField(f"field '{name}' must be a number", field=name)
+    if not low <= value <= high:
+        raise InvalidField(f"field '{name}' must be between {low} and {high}", field=name)
+    return float(value)
+
+
+def _text(body: dict[str, Any], name: str, limit: int) -> str:
+    text = _string(body, name)
+    if text is None or not text.strip():
+        raise InvalidField(f"field '{name}' is required and must not be empty", field=name)
+    if len(text) > limit:
+        raise InvalidField(
+            f"field '{name}' has {len(text)} characters, over the limit of {limit}", field=name
+        )
+    return text
+
+
+def _voice(value: Any, name: str) -> str | dict[str, float] | None:
+    """A voice name, a blend ``{speaker: weight}`` (the catalog checks the engine blends), or None."""
+    if value is None or isinstance(value, str):
+        return value
+    if (
+        isinstance(value, dict)
+        and value
+        and all(
+            isinstance(k, str) and isinstance(w, int | float) and not isinstance(w, bool)
+            for k, w in value.items()
+        )
+    ):
+        return {k: float(w) for k, w in value.items()}
+    raise InvalidField(
+        f"field '{name}' must be a voice name or a blend object of speaker names to weights", field=name
+    )
+
+
+def _engine_for(runtime: Runtime, engine: str | None, voice: str | dict[str, float] | None) -> str | None:
+    """The engine asked for; else the one that has ``voice`` (the default engine first); else None."""
+    if engine is not None or not isinstance(voice, str):
+        return engine
+    catalog = runtime.catalog
+    names = [catalog.default_engine, *sorted(set(catalog.engines) - {catalog.default_engine})]
+    return next((name for name in names if catalog.find(name, voice) is not None), None)
+
+
+def _resolve(
+    runtime: Runtime,
+    engine: str | None,
+    voice: str | dict[str, float] | None,
+    language: str | None,
+    fields: dict[str, str],
+) -> ResolvedVoice:
+    config = SessionConfig(engine=_engine_for(runtime, engine, voice), voice=voice, language=language)
+    try:
+        return runtime.resolve_voice(config)
+    except UnknownEngine as exc:
+        exc.details.setdefault("field", fields["engine"])
+        raise
+    except UnknownVoice as exc:
+        exc.details.setdefault("field", fields["language" if "language" in exc.details else "voice"])
+        raise
+
+
+def _format(runtime: Runtime, fmt: str, field: str) -> str:
+    try:
+        return runtime.check_format(fmt)
+    except UnsupportedFormat as exc:
+        raise UnsupportedFormat(exc.message, field=field) from None
+
+
+@dataclass(frozen=True, slots=True)
+class _Synthesis:
+    text: str
+    voice: ResolvedVoice
+    speed: float
+    format: str
+    sample_rate: int
+
+    def start(self, runtime: Runtime) -> OneShot:
+        admit(runtime)
+        return OneShot(runtime, self.text, self.voice, self.speed, self.format, self.sample_rate)
+
+
+def synth_request(runtime: Runtime, body: dict[str, Any]) -> _Synthesis:
+    """A validated ``/api/v1/synth`` body, or InvalidField & co. naming the field."""
+    unknown = sorted(set(body) - set(SYNTH_FIELDS))
+    if unknown:
+        raise InvalidField(f"unknown field(s): {', '.join(unknown)}", field=unknown[0])
+    settings = runtime.settings
+    text = _text(body, "text", settings.limits.max_text_chars)
+    speed = _number(body, "rate", *SPEED_RANGE)
+    if _number(body, "pitch", *PITCH_RANGE):
+        raise InvalidField("pitch adjustment is not supported; send 0 or leave 'pitch' out", field="pitch")
+    sample_rate = body.get("sample_rate")
+    if sample_rate is not None and (
+        isinstance(sample_rate, bool)
+        or not isinstance(sample_rate, int)
+        or not SAMPLE_RATE_RANGE[0] <= sample_rate <= SAMPLE_RATE_RANGE[1]
+    ):
+        raise InvalidField(
+            "field 'sample_rate' must be an integer between 8000 and 48000", field="sample_rate"
+        )
+    fmt = _string(body, "format")
+    if fmt is None:
+        supported = settings.audio.supported_formats
+        fmt = SYNTH_DEFAULT_FORMAT if SYNTH_DEFAULT_FORMAT in supported else settings.audio.default_format
+    voice = _resolve(
+        runtime,
+        _string(body, "engine"),
+        _voice(body.get("voice"), "voice"),
+        _string(body, "lang"),
+        {"engine": "engine", "voice": "voice", "language": "lang"},
+    )
+    return _Synthesis(
+        text=text,
+        voice=voice,
+        speed=speed if speed is not None else settings.tts.default_speed,
+        format=_format(runtime, fmt, "format"),
+        sample_rate=sample_rate or settings.audio.default_sample_rate,
+    )
+
+
+def speech_request(runtime: Runtime, body: dict[str, Any]) -> tuple[str, _Synthesis]:
+    """A validated ``/v1/audio/speech`` body as (model, synthesis)."""
+    model = _string(body, "model")
+    if not model:
+        raise InvalidField("field 'model' is required (any model name; ours is reported back)", field="model")
+    if len(model) > 200 or not (model.isascii() and model.isprintable()):
+        # It is echoed in a header: printable ASCII only.
+        raise InvalidField("field 'model' must be at most 200 printable ASCII characters", field="model")
+    text = _text(body, "input", runtime.settings.openai.max_input_chars)
+    _string(body, "instructions")  # accepted, and ignored: no engine takes style instructions
+    stream_format = _string(body, "stream_format")
+    if stream_format not in (None, "audio"):
+        raise InvalidField("only stream_format 'audio' is supported", field="stream_format")
+    response_format = _string(body, "response_format") or "mp3"
+    if response_format not in OPENAI_FORMATS:
+        raise UnsupportedFormat(
+            f"response_format '{response_format}' is not one of {', '.join(OPENAI_FORMATS)}",
+            field="response_format",
+        )
+    speed = _number(body, "speed", *SPEED_RANGE)
+    raw_voice = body.get("voice")
+    if raw_voice is None:
+        raise InvalidField("field 'voice' is required", field="voice")
+    if isinstance(raw_voice, dict) and set(raw_voice) == {"id"} and isinstance(raw_voice["id"], str):
+        raw_voice = raw_voice["id"]  # OpenAI's reference to a custom voice: a name of ours
+    voice = _voice(raw_voice, "voice")
+    if isinstance(voice, str):
+        table = runtime.settings.openai.voices
+        if voice in table:
+            voice = table[voice]
+        elif voice in OPENAI_VOICES:
+            voice = None  # the default voice
+    engine = model if model in runtime.catalog.engines else None
+    resolved = _resolve(
+        runtime, engine, voice, None, {"engine": "model", "voice": "voice", "language": "voice"}
+    )
+    synthesis = _Synthesis(
+        text=text,
+        voice=resolved,
+        speed=speed if speed is not None else runtime.settings.tts.default_speed,
+        format=_format(runtime, OPENAI_FORMATS[response_format], "response_format"),
+        sample_rate=OPENAI_SAMPLE_RATE,
+    )
+    return model, synthesis
+
+
+# ---- responses -------------------------------------------------------------------------------------
+
+
+class _ClientGone(Exception):
+    """The client disconnected before the answer was ready."""
+
+
+async def _unless_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> T:
+    """Await ``work`` while watching the client: if it disconnects first, cancel ``work``, raise _ClientGone.
+
+    Starlette watches for a disconnect only while a StreamingResponse streams; this covers the time
+    before the answer starts, so an abandoned request stops its synthesis at once.
+    """
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    worker = asyncio.create_task(work, name="oneshot-work")
+    watcher = asyncio.create_task(watch(), name="oneshot-disconnect-watch")
+    try:
+        await asyncio.wait((worker, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (worker, watcher):
+            task.cancel()
+        await asyncio.gather(worker, watcher, return_exceptions=True)
+    if worker.cancelled():
+        raise _ClientGone
+    return worker.result()
+
+
+def _media_type(fmt: str, sample_rate: int, mime_type: str) -> str:
+    return f"{mime_type};rate={sample_rate};channels=1" if fmt == "pcm" else mime_type
+
+
+def _sized_wav(data: bytes) -> bytes:
+    """A finished WAV with its real RIFF and data sizes (the streaming header says "until EOF")."""
+    if len(data) < 44 or data[:4] != b"RIFF" or data[36:40] != b"data":
+        return data
+    return (
+        data[:4]
+        + struct.pack("<I", len(data) - 8)
+        + data[8:40]
+        + struct.pack("<I", len(data) - 44)
+        + data[44:]
+    )
+
+
+async def synth(request: Request) -> Response:
+    runtime = runtime_of(request)
+    job = synth_request(runtime, await read_object(request))
+    oneshot = job.start(runtime)
+    try:
+        audio = await _unless_disconnected(request, oneshot.read_all())
+    except _ClientGone:
+        return Response(status_code=CLIENT_CLOSED)
+    if job.format == "wav":
+        audio = _sized_wav(audio)
+    headers = {
+        "Content-Disposition": f"attachment; filename=synthesis.{job.format}",
+        "X-Audio-Duration": f"{oneshot.duration_s:.3f}",
+        "X-Audio-Size": str(len(audio)),
+        "X-Audio-Sample-Rate": str(oneshot.sample_rate),
+        "X-Engine-Used": job.voice.engine,
+        "X-Voice-Used": voice_label(job.voice),
+    }
+    return Response(
+        audio, media_type=_media_type(job.format, oneshot.sample_rate, oneshot.mime_type), headers=headers
+    )
+
+
+class _AudioStream(StreamingResponse):
+    """A streamed synthesis whose pool work ends with the response, however the response ends."""
+
+    def __init__(self, first: bytes, rest: AsyncGenerator[bytes, None], **kwargs: Any) -> None:
+        async def body() -> AsyncGenerator[bytes, None]:
+            if first:
+                yield first
+            async for data in rest:
+                yield data
+
+        super().__init__(body(), **kwargs)
+        self._rest = rest
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except StreamerError:
+            # A chunk failed mid-stream; the one-shot's summary line has logged it. Returning without
+            # ending the body makes the server drop the connection, so the client sees a truncated
+            # download instead of a short file that looks complete.
+            pass
+        finally:
+            await self._rest.aclose()  # a disconnect leaves it suspended: this cancels its pool jobs
+
+
+def openai_error(
+    status: int,
+    message: str,
+    kind: str,
+    code: str | None = None,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def openai_error_for(exc: StreamerError) -> JSONResponse:
+    """Our error in OpenAI's shape and status habits, so its SDK raises the matching exception class."""
+    status = exc.http_status
+    if status in (413, 422):
+        status = 400  # OpenAI answers every invalid request with 400
+    if status >= 500:
+        kind = "server_error"
+    elif status == 429:
+        kind = "rate_limit_error"
+    else:
+        kind = "invalid_request_error"
+    headers = None
+    if status in (429, 503):
+        headers = {"Retry-After": str(exc.details.get("retry_after", 1))}
+    return openai_error(status, exc.message, kind, exc.code, exc.details.get("field"), headers)
+
+
+async def speech(request: Request) -> Response:
+    runtime = runtime_of(request)
+    try:
+        model, job = speech_request(runtime, await read_object(request))
+        oneshot = job.start(runtime)
+        stream = oneshot.stream()
+
+        async def first_bytes() -> bytes:
+            return await anext(stream, b"")
+
+        # Headers wait for the first audio: until then a failure can still be an honest error status.
+        first = await _unless_disconnected(request, first_bytes())
+    except StreamerError as exc:
+        return openai_error_for(exc)
+    except _ClientGone:
+        return Response(status_code=CLIENT_CLOSED)
+    headers = {
+        "X-Model": model,
+        "X-Engine-Used": job.voice.engine,
+        "X-Voice-Used": voice_label(job.voice),
+        "X-Audio-Sample-Rate": str(oneshot.sample_rate),
+    }
+    media_type = _media_type(job.format, oneshot.sample_rate, oneshot.mime_type)
+    return _AudioStream(first, stream, headers=headers, media_type=media_type)
+
+
+_V1_ROUTES = {"/v1/audio/speech": ("POST",)}
+
+
+async def v1_fallback(request: Request) -> Response:
+    """Unknown paths and methods under /v1/ in OpenAI's error shape (Starlette's own would be ours)."""
+    path = request.url.path
+    allowed = _V1_ROUTES.get(path)
+    if allowed is not None:
+        return openai_error(
+            405,
+            f"method {request.method} is not allowed on {path}; use {', '.join(allowed)}",
+            "invalid_request_error",
+            "method_not_allowed",
+            headers={"Allow": ", ".join(allowed)},
+        )
+    return openai_error(404, f"Invalid URL ({request.method} {path})", "invalid_request_error", "not_found")
+
+
+routes = [
+    Route("/api/v1/synth", synth, methods=["POST"]),
+    Route("/v1/audio/speech", speech, methods=["POST"]),
+    # Last of ours: it answers for every other method and path under /v1/.
+    Route("/v1/{path:path}", v1_fallback),
+]
