@@ -117,6 +117,11 @@ class LoggingSettings(_Section):
         return value.upper() if isinstance(value, str) else value
 
 
+class WyomingSettings(_Section):
+    host: str | None = None
+    port: int | None = Field(None, ge=0, le=65535)
+
+
 class OpenAISettings(_Section):
     max_input_chars: int = Field(4096, ge=1)
     voices: dict[str, str] = Field(default_factory=dict)
@@ -134,6 +139,7 @@ class Settings(_Section):
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
+    wyoming: WyomingSettings = Field(default_factory=WyomingSettings)
 
 
 def default_config_path() -> Path:

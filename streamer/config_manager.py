@@ -32,6 +32,7 @@ RESTART_KEYS = (
     "tts.preload_languages",
     "limits.ping_interval_s",
     "logging.format",
+    "wyoming",
 )
 SECRET_KEYS = ("security.secret_key", "security.api_keys")
 MASK = "********"

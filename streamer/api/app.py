@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..observability.metrics import RequestMetricsMiddleware, metrics_endpoint
 from ..runtime import Runtime
 from ..security import AccessControlMiddleware
+from ..wyoming import WyomingServer
 from . import config_routes, demo, openapi, sessions, synth, system, voices
 from .http import EXCEPTION_HANDLERS, RequestContextMiddleware
 from .ws import stream_endpoint
@@ -40,9 +41,18 @@ def create_apps(runtime: Runtime) -> tuple[ASGIApp, ASGIApp]:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         await runtime.start()
+        wyoming_settings = runtime.settings.wyoming
+        wyoming = None
+        if wyoming_settings.port is not None:
+            wyoming = WyomingServer(
+                runtime, wyoming_settings.host or runtime.settings.server.host, wyoming_settings.port
+            )
+            await wyoming.start()
         try:
             yield {}
         finally:
+            if wyoming is not None:
+                await wyoming.stop()
             await runtime.stop()
 
     rest = Starlette(routes=rest_routes(), lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)

@@ -73,6 +73,13 @@ def add_parser(sub: Any) -> None:
         help="WebSocket port (default: server.websocket_port)",
     )
     p.add_argument(
+        "--wyoming-port",
+        dest="wyoming_port",
+        type=int,
+        metavar="PORT",
+        help="serve the Wyoming protocol (Home Assistant) on this port (default: wyoming.port, off)",
+    )
+    p.add_argument(
         "--pool-workers",
         dest="pool_workers",
         type=int,

@@ -16,6 +16,7 @@ OVERRIDES = (
     ("http_port", "server", "http_port"),
     ("ws_port", "server", "websocket_port"),
     ("pool_workers", "pool", "workers"),
+    ("wyoming_port", "wyoming", "port"),
     ("log_level", "logging", "level"),
 )
 

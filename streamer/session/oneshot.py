@@ -38,7 +38,7 @@ from ..engines.base import SynthesisRequest
 from ..engines.catalog import ResolvedVoice
 from ..errors import OverloadedError, StreamerError
 from ..pool import Job
-from ..text import Chunker
+from ..text import Chunk, Chunker
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -63,10 +63,21 @@ def voice_label(voice: ResolvedVoice) -> str:
 
 
 class OneShot:
-    """One text, synthesized start to end into one audio file. Streams once."""
+    """One text, synthesized start to end into one audio file. Streams once.
+
+    ``text`` is the whole text, or an async iterator of pieces (a language model's tokens, Wyoming's
+    ``synthesize-chunk``s): then chunks go to the pool as the chunker cuts them, so audio starts before
+    the text has all arrived.
+    """
 
     def __init__(
-        self, runtime: Runtime, text: str, voice: ResolvedVoice, speed: float, fmt: str, sample_rate: int
+        self,
+        runtime: Runtime,
+        text: str | AsyncIterator[str],
+        voice: ResolvedVoice,
+        speed: float,
+        fmt: str,
+        sample_rate: int,
     ) -> None:
         self.runtime = runtime
         self.voice = voice
@@ -76,12 +87,16 @@ class OneShot:
         self.sample_rate = output_sample_rate(fmt, sample_rate)  # validates fmt
         self.mime_type = MIME_TYPES[fmt]
         settings = runtime.settings
-        chunker = Chunker(
+        self._chunker = Chunker(
             first_chunk_chars=settings.chunker.first_chunk_chars,
             max_chunk_chars=settings.chunker.max_chunk_chars,
         )
-        self.chunks = [*chunker.push(text), *chunker.flush()]
-        self.chars = len(text)
+        self._feed: AsyncIterator[str] | None = None
+        if isinstance(text, str):
+            self.chunks = [*self._chunker.push(text), *self._chunker.flush()]
+            self.chars = len(text)
+        else:
+            self.chunks, self.chars, self._feed = [], 0, text
         self.outcome: Outcome = "pending"
         self.error: StreamerError | None = None
         self.ttfa_ms: float | None = None  # from the start of stream() to the first bytes of audio
@@ -113,13 +128,20 @@ class OneShot:
         pool = self.runtime.pool
         self._encoder = encoder = StreamingEncoder(self.format, self.requested_rate)
         pending = deque(self.chunks)
+        arrived = asyncio.Event()
+        feeder = asyncio.create_task(self._take_feed(pending, arrived)) if self._feed is not None else None
         self._started = started = time.perf_counter()
         try:
-            while pending or self._jobs:
+            while pending or self._jobs or (feeder is not None and not feeder.done()):
                 while pending and len(self._jobs) < self._max_inflight:
                     chunk = pending.popleft()
                     request = SynthesisRequest(text=chunk.text, voice=self.voice.voice, speed=self.speed)  # type: ignore[arg-type]
                     self._jobs.append(pool.submit(self._key, self.voice.engine, request, first=chunk.first))
+                if not self._jobs:  # the text so far is spoken: wait for more
+                    arrived.clear()
+                    if not pending and feeder is not None and not feeder.done():
+                        await arrived.wait()
+                    continue
                 job = self._jobs[0]
                 shaper = ChunkShaper()
                 rate = self.voice.sample_rate
@@ -136,6 +158,8 @@ class OneShot:
                     yield data
                 self._jobs.popleft()
                 self.synth_ms += job.timings.get("synth_ms") or 0.0
+            if feeder is not None:
+                await feeder  # raises what the text source raised
             tail = encoder.flush()
             self.outcome = "done"
             if tail:
@@ -147,10 +171,31 @@ class OneShot:
             self.outcome = "failed"  # a bug: whoever ends the request logs the traceback
             raise
         finally:
+            if feeder is not None and not feeder.done():
+                feeder.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await feeder
             if self.outcome == "pending":
                 self.outcome = "cancelled"  # the consumer stopped taking bytes: cancelled or closed
             self.close()
             self._log(started)
+
+    async def _take_feed(self, pending: deque[Chunk], arrived: asyncio.Event) -> None:
+        """Cut the incoming text into chunks as it arrives; the end of the feed flushes the rest."""
+        assert self._feed is not None
+        try:
+            async for piece in self._feed:
+                self.chars += len(piece)
+                new = self._chunker.push(piece)
+                if new:
+                    self.chunks.extend(new)
+                    pending.extend(new)
+                    arrived.set()
+            tail = self._chunker.flush()
+            self.chunks.extend(tail)
+            pending.extend(tail)
+        finally:
+            arrived.set()  # also when the feed fails: stream() must wake to see it
 
     async def read_all(self) -> bytes:
         """The whole file, once every chunk is synthesized."""
