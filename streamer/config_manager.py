@@ -75,7 +75,9 @@ def changed_keys(before: Mapping[str, Any], after: Mapping[str, Any], prefix: st
     for key in sorted(set(before) | set(after)):
         dotted = f"{prefix}{key}"
         old, new = before.get(key), after.get(key)
-        if isinstance(old, Mapping) and isinstance(new, Mapping):
+        # Sections always have the same keys; a free-form mapping (openai.voices) that gained or lost
+        # keys changes as a whole.
+        if isinstance(old, Mapping) and isinstance(new, Mapping) and set(old) == set(new):
             keys.extend(changed_keys(old, new, dotted + "."))
         elif old != new:
             keys.append(dotted)

@@ -348,3 +348,15 @@ def test_save_never_writes_the_packaged_defaults(monkeypatch: pytest.MonkeyPatch
     manager = ConfigManager(load_settings(None, environ={}), default_config_path())
     with pytest.raises(ConfigError):
         manager.save()
+
+
+def test_free_form_mappings_change_as_a_whole(tmp_path: Path) -> None:
+    path = tmp_path / "streamer.yaml"
+    path.write_text("openai:\n  voices: {alloy: en-us}\n")
+    manager = ConfigManager(load_settings(path, environ={}), path)
+    assert manager.update({"openai": {"voices": {"alloy": "en-us", "echo": "en-gb"}}})["applied"] == [
+        "openai.voices"
+    ]
+    path.write_text("openai:\n  voices: {}\n")
+    assert manager.reload()["applied"] == ["openai.voices"]
+    assert manager.running.openai.voices == {}
