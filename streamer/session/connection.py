@@ -253,7 +253,12 @@ class Connection:
 
     def _start_synthesizer(self) -> None:
         assert self._tg is not None
-        self._synth_task = self._tg.create_task(self._synthesizer(self._pipe), name="session-synthesizer")
+        try:
+            self._synth_task = self._tg.create_task(self._synthesizer(self._pipe), name="session-synthesizer")
+        except RuntimeError:
+            # The connection is closing (its task group is shutting down): a REST interrupt or a resume
+            # raced with the close. Nothing more will be spoken on it anyway.
+            self._synth_task = None
 
     # ---- outbound ------------------------------------------------------------------------------
 
