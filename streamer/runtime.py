@@ -175,6 +175,9 @@ class Runtime:
             return current.voice
         if current is not None and voice is None and language is None:
             language = current.voice.language  # a new engine keeps the session's language
+        if config.engine is None and isinstance(voice, str):
+            # A voice name alone: the session's (or default) engine if it has it, else the engine that does.
+            engine = self.catalog.engine_with_voice(voice, prefer=engine)
         return self.catalog.resolve(
             engine,
             voice,

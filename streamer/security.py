@@ -106,7 +106,7 @@ class AccessControlMiddleware:
             await self.app(scope, receive, send)
             return
         keys = self.api_keys()
-        path = scope.get("path", "")
+        path = app_path(scope)
         if not keys or (scope["type"] == "http" and (is_public(path) or _is_preflight(scope))):
             await self.app(scope, receive, send)
             return
@@ -117,6 +117,13 @@ class AccessControlMiddleware:
             await _refuse_websocket(scope, receive, send, verdict)
         else:
             await _unauthorized(scope, verdict)(scope, receive, send)
+
+
+def app_path(scope: Scope) -> str:
+    """The path within the app: under `--root-path`, uvicorn's scope path still carries the prefix."""
+    path: str = scope.get("path", "")
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] or "/" if root and path.startswith(root) else path
 
 
 def _is_preflight(scope: Scope) -> bool:
@@ -135,7 +142,7 @@ def _unauthorized(scope: Scope, verdict: Verdict) -> JSONResponse:
     from .api.http import error_response, request_id_of  # here: importing streamer.api imports this module
 
     headers = {"WWW-Authenticate": 'Bearer realm="streamer"'}
-    if scope.get("path", "").startswith(OPENAI_PREFIX):
+    if app_path(scope).startswith(OPENAI_PREFIX):
         body = {
             "error": {
                 "message": _message(verdict),

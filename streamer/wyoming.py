@@ -78,6 +78,7 @@ class WyomingConnection:
         self.writer = writer
         self._stream: asyncio.Queue[str | None] | None = None
         self._stream_task: asyncio.Task[None] | None = None
+        self._stream_chars = 0
         self._write_lock = asyncio.Lock()
 
     async def run(self) -> None:
@@ -106,12 +107,22 @@ class WyomingConnection:
                 await self._error("a text stream is already open", "invalid_message")
                 return
             self._stream = asyncio.Queue()
+            self._stream_chars = 0
             self._stream_task = asyncio.create_task(self._speak_stream(start.voice, self._stream))
         elif SynthesizeChunk.is_type(event.type):
             if self._stream is None:
                 await self._error("synthesize-chunk outside synthesize-start/stop", "invalid_message")
                 return
-            self._stream.put_nowait(SynthesizeChunk.from_event(event).text)
+            text = SynthesizeChunk.from_event(event).text
+            limit = self.runtime.settings.limits.max_buffered_chars
+            if self._stream_chars + len(text) > limit:
+                # Bounded like a WebSocket session's buffer: the text past the limit is refused, said once.
+                if self._stream_chars <= limit:
+                    await self._error(f"a text stream holds at most {limit} characters", "text_too_long")
+                self._stream_chars = limit + 1
+                return
+            self._stream_chars += len(text)
+            self._stream.put_nowait(text)
         elif SynthesizeStop.is_type(event.type):
             if self._stream is None or self._stream_task is None:
                 await self._error("synthesize-stop without synthesize-start", "invalid_message")
@@ -161,6 +172,9 @@ class WyomingConnection:
                     await self._write(AudioChunk(rate=rate, width=2, channels=1, audio=data).event())
         except StreamerError as exc:
             await self._error(exc.message, exc.code)
+            if not isinstance(text, str):
+                async for _ in text:  # a stream: `synthesize-stopped` still waits for the client's stop
+                    pass
         if not started:
             await self._write(AudioStart(rate=rate, width=2, channels=1).event())
         await self._write(AudioStop().event())

@@ -303,3 +303,12 @@ def test_serve_on_all_interfaces_without_keys_logs_the_warning(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
+
+
+def test_public_paths_are_judged_without_the_root_path() -> None:
+    from streamer.security import app_path
+
+    assert app_path({"path": "/tts/health", "root_path": "/tts"}) == "/health"
+    assert app_path({"path": "/tts", "root_path": "/tts"}) == "/"
+    assert app_path({"path": "/health", "root_path": ""}) == "/health"
+    assert app_path({"path": "/other/health", "root_path": "/tts"}) == "/other/health"

@@ -245,3 +245,30 @@ async def test_resume_with_new_audio_settings_applies_them_at_once(espeak_server
         assert resumed["audio"] == {"format": "mp3", "sample_rate": 16000, "channels": 1}
         turn = await client.say("The first turn after resuming is already mp3.")
     assert {f["format"] for f in turn.audio} == {"mp3"}
+
+
+@pytest.mark.piper
+@pytest.mark.skipif(not HAS_PIPER, reason="the [piper] extra is not installed")
+async def test_a_voice_name_alone_finds_its_engine(piper_server: ServerProcess) -> None:
+    async with await Client.connect(piper_server.ws_url) as client:
+        ready = await client.start(voice="en-us")  # an espeak voice; the default engine is piper
+        assert ready["engine"] == "espeak" and ready["voice"] == "en-us"
+        await client.send({"type": "config", "config": {"voice": "en_US-joe-medium"}})
+        configured = await client.expect("configured")
+        assert configured["engine"] == "piper"
+
+
+async def test_a_format_change_announced_before_a_disconnect_survives_the_resume(
+    espeak_server: ServerProcess,
+) -> None:
+    async with await Client.connect(espeak_server.ws_url) as client:
+        ready = await client.start(format="pcm")
+        await client.send({"type": "text", "text": "Half a turn"})
+        await client.send({"type": "config", "config": {"format": "flac"}})
+        assert (await client.until("configured")).events[-1]["audio"]["format"] == "flac"
+    async with await Client.connect(espeak_server.ws_url) as client:
+        await client.send(
+            {"type": "start", "session_id": ready["session_id"], "resume_token": ready["resume_token"]}
+        )
+        resumed = await client.expect("ready")
+        assert resumed["audio"]["format"] == "flac"

@@ -123,15 +123,6 @@ def _voice(value: Any, name: str) -> str | dict[str, float] | None:
     )
 
 
-def _engine_for(runtime: Runtime, engine: str | None, voice: str | dict[str, float] | None) -> str | None:
-    """The engine asked for; else the one that has ``voice`` (the default engine first); else None."""
-    if engine is not None or not isinstance(voice, str):
-        return engine
-    catalog = runtime.catalog
-    names = [catalog.default_engine, *sorted(set(catalog.engines) - {catalog.default_engine})]
-    return next((name for name in names if catalog.find(name, voice) is not None), None)
-
-
 def _resolve(
     runtime: Runtime,
     engine: str | None,
@@ -139,7 +130,7 @@ def _resolve(
     language: str | None,
     fields: dict[str, str],
 ) -> ResolvedVoice:
-    config = SessionConfig(engine=_engine_for(runtime, engine, voice), voice=voice, language=language)
+    config = SessionConfig(engine=engine, voice=voice, language=language)
     try:
         return runtime.resolve_voice(config)
     except UnknownEngine as exc:
@@ -424,9 +415,11 @@ async def v1_fallback(request: Request) -> Response:
     return openai_error(404, f"Invalid URL ({request.method} {path})", "invalid_request_error", "not_found")
 
 
+_ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
 routes = [
     Route("/api/v1/synth", synth, methods=["POST"]),
     Route("/v1/audio/speech", speech, methods=["POST"]),
     # Last of ours: it answers for every other method and path under /v1/.
-    Route("/v1/{path:path}", v1_fallback),
+    Route("/v1/{path:path}", v1_fallback, methods=list(_ALL_METHODS), include_in_schema=False),
 ]

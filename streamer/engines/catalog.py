@@ -65,6 +65,14 @@ class Catalog:
             detail = f" ({reason})" if reason else ""
             raise UnknownEngine(f"unknown engine '{name}'{detail}; available: {known}", engine=name) from None
 
+    def engine_with_voice(self, name: str, prefer: str | None = None) -> str | None:
+        """The engine that has a voice of this name: ``prefer`` (or the default) first; None if none has."""
+        first = prefer or self.default_engine
+        for engine in [first, *sorted(set(self.engines) - {first})]:
+            if engine in self.engines and self.find(engine, name) is not None:
+                return engine
+        return prefer
+
     def language_voices(self, engine: str, language: str) -> list[Voice]:
         primary = primary_language(language)
         return [v for v in self.voices(engine) if primary_language(v.language) == primary]

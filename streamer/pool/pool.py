@@ -162,10 +162,7 @@ class WorkerPool:
         deadline = time.monotonic() + _STOP_JOIN_S
         for worker in self._workers:
             worker.process.join(max(0.0, deadline - time.monotonic()))
-            if worker.process.is_alive():
-                worker.process.terminate()
-                worker.process.join(1.0)
-            if worker.process.is_alive():
+            if worker.process.is_alive():  # workers ignore SIGTERM (see worker.py): straight to SIGKILL
                 worker.process.kill()
                 worker.process.join(1.0)
             worker.conn.close()

@@ -11,6 +11,7 @@ the engine polls it between PCM blocks, so an abort lands mid-synthesis without 
 from __future__ import annotations
 
 import os
+import signal
 import time
 from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
@@ -24,6 +25,10 @@ def worker_main(
     preload: list[str],
     torch_threads: int,
 ) -> None:
+    # Ctrl-C or a service manager signals the whole process group: the parent drains and then stops
+    # its workers itself (a "stop" message, or end of file when it is gone), so they ignore both.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # Imported here so the parent's import of the pool stays light.
     from ..engines import create_engine
     from ..engines.base import Engine

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -162,6 +163,7 @@ class Connection:
         self._idle_handle: asyncio.TimerHandle | None = None
         self._turn_open = False  # text taken since the last flush/end/interrupt
         self._superseded = False  # another connection resumed the session: ignore everything
+        self._context = contextvars.copy_context()
         self.close_code: int | None = None
 
     # ---- lifecycle -----------------------------------------------------------------------------
@@ -254,7 +256,11 @@ class Connection:
     def _start_synthesizer(self) -> None:
         assert self._tg is not None
         try:
-            self._synth_task = self._tg.create_task(self._synthesizer(self._pipe), name="session-synthesizer")
+            # In the session's own context (its ids in every log line), even when a REST interrupt
+            # starts it from an HTTP request's task.
+            self._synth_task = self._tg.create_task(
+                self._synthesizer(self._pipe), name="session-synthesizer", context=self._context.copy()
+            )
         except RuntimeError:
             # The connection is closing (its task group is shutting down): a REST interrupt or a resume
             # raced with the close. Nothing more will be spoken on it anyway.
@@ -417,19 +423,20 @@ class Connection:
                 previous.supersede()
             session.generation += 1  # a resumed session continues in a new generation
             session.chunker.clear()
-            session.pending_audio = None
         else:
             session = runtime.new_session(message.config)
         session.connection = self
         session.ever_attached = True
         session.touch()
         self.session = session
-        # Bound before the synthesizer starts: tasks copy the context they are created in.
+        # Bound before the synthesizer starts, whose task runs in a copy of this context.
         structlog.contextvars.bind_contextvars(session_id=session.id)
+        self._context = contextvars.copy_context()
         self._pipe = _Pipeline(generation=session.generation)
         self._start_synthesizer()
         if message.session_id is not None and message.config.items():
             self._configure_session(session, message.config)  # the turn is empty: applies at once
+        self._apply_pending_audio()  # a format change announced before a disconnect: a new turn starts here
         self._send_control(self._ready_event(session))
         log.info(
             "session_opened",
