@@ -77,7 +77,7 @@ fi
 "$PYTHON" - <<'EOF'
 from streamer.engines import melo
 
-print("melo engine:", melo.melo_version(), "| torch", melo.torch_version())
+print("melo engine ready to load:", melo.installed_versions())
 EOF
 
 # 5. Optional: the official checkpoints and BERTs into the Hugging Face cache.

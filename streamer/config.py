@@ -66,6 +66,30 @@ class PiperSettings(_Section):
 
 class MeloSettings(_Section):
     model_dir: str | None = None
+    languages: list[str] | None = None
+    bert_dir: str | None = None
+    nltk_data: str | None = None
+    device: str = "auto"
+    threads: int = Field(0, ge=0, le=64)
+    sdp_ratio: float = Field(0.2, ge=0, le=1)
+    noise_scale: float = Field(0.6, ge=0, le=2)
+    noise_scale_w: float = Field(0.8, ge=0, le=2)
+    streaming: bool = True
+    window_frames: int = Field(32, ge=4, le=4096)
+    max_window_frames: int = Field(256, ge=4, le=4096)
+    overlap_frames: int = Field(16, ge=0, le=256)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        return TTSSettings._device(value)
+
+    @field_validator("languages")
+    @classmethod
+    def _languages(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("must name at least one language")
+        return value
 
 
 class EnginesSettings(_Section):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -53,6 +54,13 @@ class Runtime:
         self.process = psutil.Process()
         self.process.cpu_percent(None)  # the first reading only sets the baseline
         engines = settings.engines.model_dump()
+        melo = engines["melo"]  # the tts section speaks for the engine that loads per language and device
+        melo["languages"] = melo["languages"] or list(settings.tts.preload_languages)
+        if melo["device"] == "auto":
+            melo["device"] = settings.tts.device
+        if not melo["threads"]:
+            workers = settings.pool.workers or os.cpu_count() or 1
+            melo["threads"] = max(1, (os.cpu_count() or 1) // workers)
         try:
             self.catalog = Catalog(engines, settings.tts.engine)
         except UnknownEngine as exc:

@@ -38,7 +38,7 @@ class Catalog:
                 if candidate.available():
                     self.engines[name] = candidate
                 else:
-                    self.errors[name] = "not installed"
+                    self.errors[name] = "not installed, or no model or voice found"
             except Exception as exc:  # an engine that cannot even be created is simply not offered
                 self.errors[name] = str(exc)
         self._voices: dict[str, list[Voice]] = {}

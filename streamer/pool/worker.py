@@ -112,8 +112,9 @@ def worker_main(
 _rates: dict[tuple[str, str], int] = {}
 
 
-def _voice_rate(engine: Any, voice: str) -> int:
-    key = (engine.name, voice)
+def _voice_rate(engine: Any, voice: str | dict[str, float]) -> int:
+    # A blend speaks at the rate of its speakers (one language, one model): any of them tells.
+    key = (engine.name, voice if isinstance(voice, str) else next(iter(voice)))
     if key not in _rates:
         for v in engine.voices():
             _rates[(engine.name, v.name)] = v.sample_rate
