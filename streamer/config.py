@@ -102,6 +102,7 @@ class PoolSettings(_Section):
     workers: int = Field(0, ge=0, le=256)
     max_queue: int = Field(64, ge=1)
     max_inflight_per_session: int = Field(2, ge=1, le=16)
+    max_batch: int = Field(1, ge=1, le=64)
 
 
 class ChunkerSettings(_Section):

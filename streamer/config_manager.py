@@ -26,6 +26,7 @@ RESTART_KEYS = (
     "server.http_port",
     "server.websocket_port",
     "pool.workers",
+    "pool.max_batch",
     "security.secret_key",
     "engines",
     "tts.device",

@@ -70,6 +70,7 @@ class Runtime:
             engines_settings=engines,
             preload=[self.catalog.default_engine],
             max_queue=settings.pool.max_queue,
+            max_batch=settings.pool.max_batch,
         )
         self.sessions = SessionRegistry(
             settings.security.secret_key,
@@ -195,6 +196,13 @@ class Runtime:
             default_voice_id=tts.default_voice_id if config.voice_id is None else config.voice_id,
             strict_voice_id=config.voice_id is not None,
         )
+
+    def batch_key(self, voice: ResolvedVoice) -> str | None:
+        """Chunks with the same key may share a batched pass (engines that batch, when batching is on)."""
+        engine = self.catalog.engines.get(voice.engine)
+        if self.pool.max_batch > 1 and hasattr(engine, "synthesize_batch"):
+            return f"{voice.engine}:{voice.language}"
+        return None
 
     def check_format(self, fmt: str) -> str:
         supported = self.settings.audio.supported_formats

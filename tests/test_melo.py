@@ -546,3 +546,42 @@ async def test_a_melo_server_speaks_a_blend(melo_server: Any) -> None:
         turn = await client.say("A blended voice.", timeout=60)
     assert turn.audio and not turn.of_type("error")
     assert {frame["sample_rate"] for frame in turn.audio} == {24000}
+
+
+# ---- batching in the pool -------------------------------------------------------------------------
+
+
+async def _drain(job: Any) -> np.ndarray:
+    blocks = [block async for _, block in job.blocks()]
+    return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+
+
+async def test_the_pool_batches_waiting_chunks_of_different_sessions(
+    melo_assets: Path, engine: MeloEngine
+) -> None:
+    from streamer.pool import WorkerPool
+
+    settings = {"melo": {"model_dir": str(melo_assets), "threads": 1, **DETERMINISTIC}}
+    pool = WorkerPool(workers=1, engines_settings=settings, preload=["melo"], max_queue=16, max_batch=4)
+    await pool.start()
+    try:
+        assert await pool.wait_ready(120)
+        blocker = pool.submit("s0", "melo", SynthesisRequest(SHORT, "EN-US"), first=True, batch_key="melo:en")
+        texts = ["One chunk here.", "Another session speaks.", "A third one, cancelled.", "And a fourth."]
+        jobs = [
+            pool.submit(f"s{n}", "melo", SynthesisRequest(text, "EN-US"), first=False, batch_key="melo:en")
+            for n, text in enumerate(texts, start=1)
+        ]
+        pool.cancel(jobs[2])  # still waiting: it never runs
+        first = await _drain(blocker)
+        assert pool.status()["worker_list"][0]["batch"] == 3, "the three waiting chunks go as one batch"
+        pool.cancel(jobs[1])  # barge-in inside the batch: only that session's part is discarded
+        results = [await _drain(jobs[0]), await _drain(jobs[3])]
+        assert jobs[0].timings["batch"] == 3 and jobs[3].timings["batch"] == 3
+        assert len(await _drain(jobs[1])) == 0, "a cancelled member of a batch gets no audio"
+        for text, audio in zip([texts[0], texts[3]], results, strict=True):
+            single = np.concatenate(list(engine.synthesize(SynthesisRequest(text, "EN-US"), lambda: False)))
+            assert len(audio) == len(single) and np.abs(audio - single).max() < 1e-3
+        assert len(first) > 0 and jobs[2].started_at is None
+    finally:
+        await pool.close()

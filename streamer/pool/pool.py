@@ -46,6 +46,7 @@ class Job:
     engine: str
     request: SynthesisRequest
     first: bool
+    batch_key: str | None = None  # jobs with the same key may be synthesized together (engine, language)
     submitted_at: float = field(default_factory=time.perf_counter)
     started_at: float | None = None
     results: asyncio.Queue[tuple[Any, ...]] = field(default_factory=asyncio.Queue)
@@ -72,7 +73,7 @@ class _Worker:
     process: Any
     conn: Connection
     cancel: Any
-    job: Job | None = None
+    jobs: list[Job] = field(default_factory=list)  # one, or a batch; empty when idle
     ready: bool = False
     info: dict[str, Any] = field(default_factory=dict)
     alive: bool = True
@@ -86,8 +87,10 @@ class WorkerPool:
         engines_settings: dict[str, dict[str, Any]],
         preload: list[str],
         max_queue: int,
+        max_batch: int = 1,
     ) -> None:
         self.size = workers or os.cpu_count() or 1
+        self.max_batch = max_batch
         self.engines_settings = engines_settings
         self.preload = list(preload)
         self.max_queue = max_queue
@@ -152,8 +155,8 @@ class WorkerPool:
             self._finish(job, ("error", EngineError("the server is shutting down")))
         self._waiting.clear()
         for worker in self._workers:
-            if worker.job is not None:
-                self.cancel(worker.job)
+            for job in list(worker.jobs):
+                self.cancel(job)
             with contextlib.suppress(OSError):
                 worker.conn.send(("stop",))
         await asyncio.to_thread(self._join_all)
@@ -175,7 +178,7 @@ class WorkerPool:
 
     @property
     def busy_workers(self) -> int:
-        return sum(1 for w in self._workers if w.job is not None)
+        return sum(1 for w in self._workers if w.jobs)
 
     def engine_state(self, engine: str) -> str:
         """healthy (a ready worker has it loaded), loading, or unhealthy (every worker failed to load it)."""
@@ -203,8 +206,9 @@ class WorkerPool:
                     "index": w.index,
                     "pid": w.process.pid,
                     "ready": w.ready,
-                    "session": w.job.session if w.job else None,
-                    "job": w.job.id if w.job else None,
+                    "session": w.jobs[0].session if w.jobs else None,
+                    "job": w.jobs[0].id if w.jobs else None,
+                    "batch": len(w.jobs),
                 }
                 for w in self._workers
             ],
@@ -223,10 +227,19 @@ class WorkerPool:
                 retry_after=1,
             )
 
-    def submit(self, session: str, engine: str, request: SynthesisRequest, first: bool) -> Job:
+    def submit(
+        self, session: str, engine: str, request: SynthesisRequest, first: bool, batch_key: str | None = None
+    ) -> Job:
         if self._closing:
             raise OverloadedError("the server is shutting down")
-        job = Job(id=next(self._job_ids), session=session, engine=engine, request=request, first=first)
+        job = Job(
+            id=next(self._job_ids),
+            session=session,
+            engine=engine,
+            request=request,
+            first=first,
+            batch_key=batch_key,
+        )
         self._served.setdefault(session, -1)
         self._waiting.append(job)
         self._dispatch()
@@ -241,8 +254,9 @@ class WorkerPool:
             with contextlib.suppress(ValueError):
                 self._waiting.remove(job)
             job.finished = True
-        else:
-            job.worker.cancel.value = job.id
+        elif len(job.worker.jobs) == 1:
+            job.worker.cancel.value = job.id  # the worker aborts mid-synthesis
+        # In a batch the others go on: this job's results are discarded as they arrive.
 
     def load_engine(self, engine: str) -> None:
         """Have every worker (and every future one) load ``engine`` now, between jobs."""
@@ -258,18 +272,28 @@ class WorkerPool:
 
     def _dispatch(self) -> None:
         while self._waiting:
-            worker = next((w for w in self._workers if w.ready and w.alive and w.job is None), None)
+            worker = next((w for w in self._workers if w.ready and w.alive and not w.jobs), None)
             if worker is None:
                 return
-            job = min(self._waiting, key=lambda j: (not j.first, self._served.get(j.session, -1), j.id))
-            self._waiting.remove(job)
-            self._served[job.session] = next(self._serve_counter)
-            job.worker = worker
-            job.started_at = time.perf_counter()
-            worker.job = job
+            order = sorted(self._waiting, key=lambda j: (not j.first, self._served.get(j.session, -1), j.id))
+            lead = order[0]
+            batch = [lead]
+            if self.max_batch > 1 and lead.batch_key is not None:
+                batch += [j for j in order[1:] if j.batch_key == lead.batch_key][: self.max_batch - 1]
+            started = time.perf_counter()
+            for job in batch:
+                self._waiting.remove(job)
+                self._served[job.session] = next(self._serve_counter)
+                job.worker = worker
+                job.started_at = started
+            worker.jobs = batch
+            if len(batch) == 1:
+                message: tuple[Any, ...] = ("synth", lead.id, lead.engine, lead.request)
+            else:
+                message = ("synth_batch", [j.id for j in batch], lead.engine, [j.request for j in batch])
             # The worker may have died since its last message: its reader thread reports that.
             with contextlib.suppress(OSError):
-                worker.conn.send(("synth", job.id, job.engine, job.request))
+                worker.conn.send(message)
 
     # ---- worker messages (on the event loop) ---------------------------------------------------
 
@@ -307,8 +331,8 @@ class WorkerPool:
                 worker.info.setdefault("errors", {})[engine] = error
                 log.warning("worker_engine_load_failed", worker=worker.index, engine=engine, error=error)
             return
-        job = worker.job
-        if job is None or job.id != message[1]:
+        job = next((j for j in worker.jobs if j.id == message[1]), None)
+        if job is None:
             return  # a late message of a job already given up
         if kind == "block":
             if not job.cancelled:
@@ -322,18 +346,19 @@ class WorkerPool:
                 observe(job)
         elif kind == "error":
             self._finish(job, ("error", error_for_code(message[2], message[3])))
-        worker.job = None
-        worker.cancel.value = 0
+        worker.jobs.remove(job)
         self.jobs_done += 1
-        self._dispatch()
+        if not worker.jobs:
+            worker.cancel.value = 0
+            self._dispatch()
 
     def _on_exit(self, worker: _Worker) -> None:
         if not worker.alive:
             return
         worker.alive = False
         worker.ready = False
-        job, worker.job = worker.job, None
-        if job is not None:
+        jobs, worker.jobs = worker.jobs, []
+        for job in jobs:
             self._finish(job, ("error", WorkerDied("the worker synthesizing this chunk exited")))
         if self._closing:
             return

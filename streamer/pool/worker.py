@@ -69,6 +69,9 @@ def worker_main(
             except Exception as exc:
                 conn.send(("loaded", message[1], str(exc)))
             continue
+        if kind == "synth_batch":
+            _synthesize_batch(conn, engine_for, *message[1:])
+            continue
         if kind != "synth":
             continue
         _, job_id, engine_name, request = message
@@ -107,6 +110,35 @@ def worker_main(
                 },
             )
         )
+
+
+def _synthesize_batch(
+    conn: Connection, engine_for: Any, job_ids: list[int], engine_name: str, requests: list[Any]
+) -> None:
+    """Several chunks (of different sessions, one engine and language) in one batched pass."""
+    from ..errors import StreamerError
+
+    started = time.perf_counter()
+    try:
+        engine = engine_for(engine_name)
+        outputs = engine.synthesize_batch(requests)
+    except Exception as exc:
+        code, text = (exc.code, exc.message) if isinstance(exc, StreamerError) else ("engine_error", str(exc))
+        for job_id in job_ids:
+            conn.send(("error", job_id, code, text))
+        return
+    synth_ms = (time.perf_counter() - started) * 1000
+    for job_id, request, audio in zip(job_ids, requests, outputs, strict=True):
+        if len(audio):
+            rate = _voice_rate(engine, request.voice)
+            conn.send(("block", job_id, rate, audio.astype("float32", copy=False).tobytes()))
+        timings = {
+            "synth_ms": synth_ms,
+            "first_block_ms": synth_ms,
+            "samples": len(audio),
+            "cancelled": False,
+        }
+        conn.send(("done", job_id, {**timings, "batch": len(job_ids)}))
 
 
 _rates: dict[tuple[str, str], int] = {}

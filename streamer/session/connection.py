@@ -604,7 +604,13 @@ class Connection:
                         continue
                 request = SynthesisRequest(text=entry.chunk.text, voice=entry.voice.voice, speed=entry.speed)  # type: ignore[arg-type]
                 try:
-                    entry.job = pool.submit(session.id, entry.voice.engine, request, first=entry.chunk.first)
+                    entry.job = pool.submit(
+                        session.id,
+                        entry.voice.engine,
+                        request,
+                        first=entry.chunk.first,
+                        batch_key=self.runtime.batch_key(entry.voice),
+                    )
                 except OverloadedError as exc:  # the pool is shutting down
                     self._reject_turn(pipe, entry, exc)
                     continue
