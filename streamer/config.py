@@ -103,6 +103,7 @@ class PoolSettings(_Section):
     max_queue: int = Field(64, ge=1)
     max_inflight_per_session: int = Field(2, ge=1, le=16)
     max_batch: int = Field(1, ge=1, le=64)
+    nice: int = Field(10, ge=0, le=19)
 
 
 class ChunkerSettings(_Section):

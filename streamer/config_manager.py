@@ -27,6 +27,7 @@ RESTART_KEYS = (
     "server.websocket_port",
     "pool.workers",
     "pool.max_batch",
+    "pool.nice",
     "security.secret_key",
     "engines",
     "tts.device",

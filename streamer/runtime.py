@@ -71,6 +71,7 @@ class Runtime:
             preload=[self.catalog.default_engine],
             max_queue=settings.pool.max_queue,
             max_batch=settings.pool.max_batch,
+            nice=settings.pool.nice,
         )
         self.sessions = SessionRegistry(
             settings.security.secret_key,

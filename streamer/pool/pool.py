@@ -88,9 +88,11 @@ class WorkerPool:
         preload: list[str],
         max_queue: int,
         max_batch: int = 1,
+        nice: int = 0,
     ) -> None:
         self.size = workers or os.cpu_count() or 1
         self.max_batch = max_batch
+        self.nice = nice
         self.engines_settings = engines_settings
         self.preload = list(preload)
         self.max_queue = max_queue
@@ -132,7 +134,7 @@ class WorkerPool:
         threads = max(1, (os.cpu_count() or 1) // self.size)
         process = self._ctx.Process(
             target=worker_main,
-            args=(child_conn, cancel, self.engines_settings, self.preload, threads),
+            args=(child_conn, cancel, self.engines_settings, self.preload, threads, self.nice),
             name=f"streamer-worker-{index}",
             daemon=True,
         )

@@ -24,11 +24,16 @@ def worker_main(
     engines_settings: dict[str, dict[str, Any]],
     preload: list[str],
     torch_threads: int,
+    nice: int = 0,
 ) -> None:
     # Ctrl-C or a service manager signals the whole process group: the parent drains and then stops
     # its workers itself (a "stop" message, or end of file when it is gone), so they ignore both.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if nice:
+        # Synthesis is throughput work; the event loop's sends and interrupt acks are latency work:
+        # when the cores are full, the server process should win.
+        os.nice(nice)
     # Imported here so the parent's import of the pool stays light.
     from ..engines import create_engine
     from ..engines.base import Engine

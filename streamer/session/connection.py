@@ -647,6 +647,7 @@ class Connection:
                 "text_end": chunk.end,
             },
         )
+        self._encoder_for(pipe, entry)  # while the pool synthesizes the chunk's first block
         shaper = ChunkShaper()
         rate = entry.voice.sample_rate
         shaper.start_chunk(rate)
@@ -691,18 +692,26 @@ class Connection:
     async def _emit_pcm(self, pipe: _Pipeline, entry: _ChunkEntry, pcm: Any, rate: int) -> None:
         if not len(pcm):
             return
-        if pipe.encoder is None:
-            fmt, sample_rate = entry.audio
-            pipe.encoder = StreamingEncoder(fmt, sample_rate)
-            pipe.turn_audio_ms = 0.0
-            pipe.samples_reported = 0
-        encoder = pipe.encoder
+        encoder = self._encoder_for(pipe, entry)
         frame = max(1, rate * self.runtime.settings.audio.frame_ms // 1000)
         for piece in split_frames(pcm, frame):
             data = encoder.encode(piece, rate)
             pipe.turn_audio_ms += len(piece) * 1000 / rate
             if data:
                 await self._emit_audio(pipe, entry.chunk, encoder, data)
+                # Putting a frame in a queue with room does not suspend: without this, a burst of blocks
+                # would go out in one loop step while the sender and every other session wait.
+                await asyncio.sleep(0)
+
+    @staticmethod
+    def _encoder_for(pipe: _Pipeline, entry: _ChunkEntry) -> StreamingEncoder:
+        """The turn's encoder, made once per turn (it takes up to a few ms: not on the first block's path)."""
+        if pipe.encoder is None:
+            fmt, sample_rate = entry.audio
+            pipe.encoder = StreamingEncoder(fmt, sample_rate)
+            pipe.turn_audio_ms = 0.0
+            pipe.samples_reported = 0
+        return pipe.encoder
 
     async def _emit_audio(
         self, pipe: _Pipeline, chunk: Chunk | None, encoder: StreamingEncoder, data: bytes
