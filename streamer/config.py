@@ -61,7 +61,7 @@ class EspeakSettings(_Section):
 
 class PiperSettings(_Section):
     voices_dir: str | None = None
-    threads: int = Field(1, ge=1, le=64)
+    threads: int = Field(0, ge=0, le=64)
 
 
 class MeloSettings(_Section):
@@ -107,7 +107,7 @@ class PoolSettings(_Section):
 
 
 class ChunkerSettings(_Section):
-    first_chunk_chars: int = Field(60, ge=8)
+    first_chunk_chars: int = Field(30, ge=8)
     max_chunk_chars: int = Field(250, ge=16)
     idle_flush_ms: int = Field(600, ge=0)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -17,6 +16,7 @@ import structlog
 from .audio import FORMATS
 from .config import Settings
 from .config_manager import ConfigManager
+from .engines.base import usable_cores
 from .engines.catalog import Catalog, ResolvedVoice
 from .errors import ConfigError, UnknownEngine, UnsupportedFormat
 from .observability.logging import set_level
@@ -59,8 +59,8 @@ class Runtime:
         if melo["device"] == "auto":
             melo["device"] = settings.tts.device
         if not melo["threads"]:
-            workers = settings.pool.workers or os.cpu_count() or 1
-            melo["threads"] = max(1, (os.cpu_count() or 1) // workers)
+            cores = usable_cores()
+            melo["threads"] = max(1, cores // (settings.pool.workers or cores))
         try:
             self.catalog = Catalog(engines, settings.tts.engine)
         except UnknownEngine as exc:

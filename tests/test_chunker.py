@@ -117,19 +117,35 @@ FIRST_CHUNKS = [
         "Hi, how are you doing today, my friend? Good.",
         ["Hi, how are you doing today,", "my friend?", "Good."],
     ),
+    # "Well. I suppose we could try that," is past the limit (30): the whole short sentence goes
     (
         "Well. I suppose we could try that, if you like.",
-        ["Well. I suppose we could try that,", "if you like."],
+        ["Well.", "I suppose we could try that, if you like."],
     ),
     ("Note: this works; that does not.", ["Note: this works;", "that does not."]),
     ("I went there — and it was closed.", ["I went there —", "and it was closed."]),
     ("Remember, pages 10–20 matter.", ["Remember, pages 10–20 matter."]),
-    # no boundary within first_chunk_chars (60): the last complete word before the limit
+    # no boundary within first_chunk_chars (30): the last complete word before the limit
     (
-        "one two three four five six seven eight nine ten eleven twelve thirteen fourteen",
-        # 55 characters; with " twelve" 62
-        ["one two three four five six seven eight nine ten eleven", "twelve thirteen fourteen"],
+        "one two three four five six seven eight nine ten",
+        # 27 characters; with " seven" 33
+        ["one two three four five six", "seven eight nine ten"],
     ),
+    # ... but rather just before a word that starts a phrase, if one is in reach
+    (
+        "It is twelve degrees and cloudy in Amsterdam right now, with rain.",
+        ["It is twelve degrees", "and cloudy in Amsterdam right now, with rain."],
+    ),
+    (
+        "The living room lights are now on and set to fifty percent.",
+        ["The living room lights are now", "on and set to fifty percent."],
+    ),
+    # a phrase that would leave a first chunk under min_first_chunk_chars (12) is not a cut
+    (
+        "I went to the shop and bought some bread and milk today.",
+        ["I went to the shop", "and bought some bread and milk today."],
+    ),
+    ("Go to the big old barn behind the house today.", ["Go to the big old barn", "behind the house today."]),
     # ... unless a whole sentence ends before the limit: never cut a sentence when one is complete
     (
         "Yes. I think that you are right about this whole thing and more than that.",
@@ -157,10 +173,30 @@ def test_first_chunk(text: str, expected: list[str], size: int) -> None:
 
 
 def test_first_chunk_limit_is_inclusive() -> None:
-    at_limit = "a" * 10 + " " + "b" * 48 + ","  # the comma is the 60th character
+    at_limit = "a" * 10 + " " + "b" * 18 + ","  # the comma is the 30th character
     assert texts(run([at_limit + " more words follow here"], flush=False)) == [at_limit]
-    past_limit = "a" * 10 + " " + "b" * 49 + ","  # the 61st: too late, the last complete word goes instead
+    past_limit = "a" * 10 + " " + "b" * 19 + ","  # the 31st: too late, the last complete word goes instead
     assert texts(run([past_limit + " more words follow here"], flush=False)) == ["a" * 10]
+
+
+def test_phrase_cut_waits_for_the_word_after_it() -> None:
+    chunker = Chunker()
+    # 45 characters, past the limit and its slack; but the last word might still be followed by more
+    # letters, and a cut never depends on how the text was split
+    assert chunker.push("It is twelve degrees and uncharacteristically") == []
+    # ... it is whole now and starts no phrase: the cut goes before "and"
+    assert texts(chunker.push(" cold")) == ["It is twelve degrees"]
+
+
+def test_a_sentence_ending_just_past_the_limit_goes_whole() -> None:
+    chunker = Chunker()  # first_chunk_chars 30
+    assert chunker.push("The new connection owns the session.") == []  # "." might be "session.js"
+    assert texts(chunker.push(" And")) == ["The new connection owns the session."]
+    # 12 characters past the limit is the most: this one is cut
+    assert texts(run(["The new connection owns the whole session now."])) == [
+        "The new connection owns the",
+        "whole session now.",
+    ]
 
 
 def test_first_chunk_goes_as_soon_as_its_boundary_is_certain() -> None:

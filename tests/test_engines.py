@@ -21,6 +21,7 @@ from streamer.engines import (
     is_available,
     resolve_auto,
 )
+from streamer.engines.base import usable_cores
 from streamer.engines.espeak import EspeakEngine
 from streamer.errors import EngineError, UnknownEngine, UnknownVoice
 
@@ -202,6 +203,25 @@ def piper() -> Engine:
 def test_piper_lists_the_packaged_voice(piper: Engine) -> None:
     joe = {voice.name: voice for voice in piper.voices()}[JOE]
     assert (joe.engine, joe.language, joe.sample_rate, joe.quality) == ("piper", "en-us", 22050, "medium")
+
+
+@pytest.mark.piper
+def test_piper_adaptive_threads_run_a_chunk_on_the_width_the_pool_allows() -> None:
+    pytest.importorskip("piper")
+    engine = create_engine("piper", {})  # threads: 0, adaptive
+    if not engine.available():
+        pytest.skip("no piper voice installed")
+    engine.load()
+    wide = min(4, usable_cores())
+    # both widths are made with the voice, so no chunk waits for a session later
+    assert set(engine._loaded) == {(JOE, 1), (JOE, wide)}  # type: ignore[attr-defined]
+    for threads in (0, 1, wide, 64):
+        request = SynthesisRequest(text="Hello there.", voice=JOE, threads=threads)
+        assert engine._session_threads(request) == (wide if threads >= wide else 1)  # type: ignore[attr-defined]
+        blocks = list(engine.synthesize(request, lambda: False))
+        assert 0.4 < duration(blocks, 22050) < 3.0 and rms(blocks) > 0.01
+    fixed = create_engine("piper", {"threads": 3})
+    assert fixed._session_threads(SynthesisRequest(text="x", voice=JOE, threads=1)) == 3  # type: ignore[attr-defined]
 
 
 @pytest.mark.piper

@@ -52,6 +52,24 @@ async def test_first_chunks_go_first_and_sessions_take_turns(pool: WorkerPool) -
     assert order[2:] == [later_a1, later_b1, later_a2]
 
 
+async def test_a_chunk_may_use_the_cores_of_idle_workers() -> None:
+    pool = WorkerPool(workers=2, engines_settings={}, preload=["espeak"], max_queue=8)
+    await pool.start()
+    try:
+        assert await pool.wait_ready(30 * TIMESCALE)
+        alone = pool.submit("a", "espeak", request("Alone."), first=True)
+        await drain(alone)
+        assert alone.request.threads == pool.cores  # no other worker busy: every core
+        blocker = pool.submit("b", "espeak", request(LONG), first=True)
+        beside = pool.submit("c", "espeak", request("Beside a busy worker."), first=True)
+        await drain(beside)
+        pool.cancel(blocker)
+        assert blocker.request.threads == pool.cores
+        assert beside.request.threads == max(1, pool.cores - 1)
+    finally:
+        await pool.close()
+
+
 async def test_admission_refuses_when_the_queue_is_full(pool: WorkerPool) -> None:
     jobs = [pool.submit("s", "espeak", request(LONG), first=False) for _ in range(4)]  # 1 running + 3 waiting
     with pytest.raises(OverloadedError):

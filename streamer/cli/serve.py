@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import ssl
 import sys
@@ -295,6 +294,7 @@ def banner_urls(settings: Settings, ports: tuple[int, int], tls: bool) -> dict[s
 def announce(settings: Settings, ports: tuple[int, int], tls: bool) -> None:
     """Where to go now: a short banner on a console, one structured line in JSON logs."""
     from .. import __version__
+    from ..engines.base import usable_cores
 
     urls = banner_urls(settings, ports, tls)
     fmt = settings.logging.format
@@ -305,7 +305,7 @@ def announce(settings: Settings, ports: tuple[int, int], tls: bool) -> None:
 
         structlog.get_logger("streamer.cli").info("server_urls", **urls)
         return
-    workers = settings.pool.workers or f"{os.cpu_count() or 1} (one per core)"
+    workers = settings.pool.workers or f"{usable_cores()} (one per core)"
     everywhere = ", listening on every interface" if settings.server.host in ("0.0.0.0", "::", "") else ""
     lines = [
         f"streamer {__version__}: engine {settings.tts.engine}, inference workers: {workers}{everywhere}",

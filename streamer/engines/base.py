@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -39,6 +40,15 @@ class Capabilities:
         return asdict(self)
 
 
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity, as taskset or a container's cpuset sets it
+    (``os.cpu_count()`` counts the whole host's)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
 @dataclass(slots=True)
 class SynthesisRequest:
     """What a worker is asked to speak. Picklable: it crosses the process boundary."""
@@ -47,6 +57,9 @@ class SynthesisRequest:
     voice: str
     speed: float = 1.0
     options: dict[str, Any] = field(default_factory=dict)
+    # Cores this chunk may use, set by the pool when it hands the chunk out: the cores no other worker
+    # is busy on (at least 1). 0: not set; the engine uses its own setting. Engines may ignore it.
+    threads: int = 0
 
 
 @runtime_checkable

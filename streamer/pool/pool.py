@@ -15,18 +15,17 @@ import asyncio
 import contextlib
 import itertools
 import multiprocessing as mp
-import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
 import structlog
 
-from ..engines.base import SynthesisRequest
+from ..engines.base import SynthesisRequest, usable_cores
 from ..errors import EngineError, OverloadedError, WorkerDied, error_for_code
 from .worker import worker_main
 
@@ -90,7 +89,8 @@ class WorkerPool:
         max_batch: int = 1,
         nice: int = 0,
     ) -> None:
-        self.size = workers or os.cpu_count() or 1
+        self.cores = usable_cores()
+        self.size = workers or self.cores
         self.max_batch = max_batch
         self.nice = nice
         self.engines_settings = engines_settings
@@ -131,7 +131,7 @@ class WorkerPool:
     def _spawn(self, index: int) -> None:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         cancel = self._ctx.RawValue("q", 0)
-        threads = max(1, (os.cpu_count() or 1) // self.size)
+        threads = max(1, self.cores // self.size)
         process = self._ctx.Process(
             target=worker_main,
             args=(child_conn, cancel, self.engines_settings, self.preload, threads, self.nice),
@@ -290,6 +290,10 @@ class WorkerPool:
                 job.started_at = started
             worker.jobs = batch
             if len(batch) == 1:
+                # A chunk that starts while other workers are idle may use their cores too (piper runs
+                # it on a wider ONNX session): one stream gets the whole machine, many share it.
+                busy = sum(1 for w in self._workers if w.jobs)
+                lead.request = replace(lead.request, threads=max(1, self.cores - busy + 1))
                 message: tuple[Any, ...] = ("synth", lead.id, lead.engine, lead.request)
             else:
                 message = ("synth_batch", [j.id for j in batch], lead.engine, [j.request for j in batch])

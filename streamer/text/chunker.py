@@ -29,6 +29,7 @@ _NON_SPACE = re.compile(r"\S")
 _LAST_SPACE = re.compile(r".*\s", re.DOTALL)
 _SPEAKABLE = re.compile(r"[^\W_]")  # a letter or digit, exactly what str.isalnum accepts
 _DOTTED = re.compile(r"(?:[^\W\d_]\.)+[^\W\d_]")  # U.S, e.g, a.m, U.S.A (the final dot is not included)
+_SPACED_WORD = re.compile(r"\s+([^\W\d_]+)")  # a space and the word after it: where a phrase may start
 
 # fmt: off
 # Lower case, without the final dot. A dot after these never ends a sentence, even before a capital.
@@ -46,8 +47,22 @@ _NUMBER_ABBREVIATIONS = frozenset(
         "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec",
     }
 )
+# A first chunk cut mid-sentence sounds most natural just before one of these (English): "It is twelve
+# degrees | and cloudy", not "It is twelve degrees and | cloudy".
+_PHRASE_STARTS = frozenset(
+    {
+        "and", "but", "or", "nor", "so", "yet", "because", "although", "though", "while", "when", "where",
+        "which", "who", "whom", "whose", "that", "if", "unless", "until", "since", "after", "before", "as",
+        "with", "without", "in", "on", "at", "to", "for", "from", "of", "by", "about", "into", "over",
+        "under", "between", "through", "during", "than", "then", "behind", "around", "across", "against",
+        "along", "toward", "towards", "within", "upon", "via", "like",
+    }
+)
 # fmt: on
 _LONGEST_ABBREVIATION = 10
+# A sentence that ends this few characters past the first-chunk limit goes whole: "The new connection owns
+# the | session." would cost more in prosody than the few milliseconds of synthesis it saves.
+_FIRST_SENTENCE_SLACK = 12
 _LONGEST_LIST_NUMBER, _LONGEST_INDENT = 3, 8
 # Text kept before the head so that look-behind (abbreviations, list numbers) sees the same characters
 # however the text arrived; longer than any look-behind.
@@ -68,12 +83,14 @@ class Chunker:
     """Turns a stream of text pieces into chunks for the TTS engine.
 
     The first chunk of a turn ends at the first clause or sentence boundary between ``min_first_chunk_chars``
-    and ``first_chunk_chars`` (or at a line break), so audio starts early; later chunks are whole sentences,
-    each emitted as soon as it is known to be complete. Work per ``push`` is proportional to the new text.
+    and ``first_chunk_chars`` (or at a line break), so audio starts early; with none in reach, before the
+    last phrase-starting word ("and", "in", "with"...) in reach, else after the last complete word. Later
+    chunks are whole sentences, each emitted as soon as it is known to be complete. Work per ``push`` is
+    proportional to the new text.
     """
 
     def __init__(
-        self, first_chunk_chars: int = 60, max_chunk_chars: int = 250, min_first_chunk_chars: int = 12
+        self, first_chunk_chars: int = 30, max_chunk_chars: int = 250, min_first_chunk_chars: int = 12
     ) -> None:
         if min_first_chunk_chars < 0:
             raise ValueError(f"min_first_chunk_chars must be >= 0, got {min_first_chunk_chars}")
@@ -264,13 +281,13 @@ class Chunker:
             self._add(self._sentences, ext - self._buf_start)
         chunks: list[Chunk] = []
         while self._head < ext:
-            cut = self._first_cut(ext, final) if self._first else self._later_cut(ext)
+            cut = self._first_cut(end, ext, final) if self._first else self._later_cut(ext)
             if cut is None:
                 break
             self._consume(cut, chunks)
         return chunks
 
-    def _first_cut(self, ext: int, final: bool) -> int | None:
+    def _first_cut(self, end: int, ext: int, final: bool) -> int | None:
         head = self._head
         first = min(self._first_chars, self._max_chars)
         low, high = head + min(self._min_first, first), head + first
@@ -281,12 +298,22 @@ class Chunker:
         in_range = [bound for bound in candidates if bound is not None and bound <= high]
         if in_range:
             return min(in_range)
-        if ext - head > first:
-            # Every boundary up to ``high`` is resolved now. A whole short sentence ("Yes.") beats a cut
-            # mid-sentence; failing that, the last complete word; failing that, a word longer than the limit.
+        if ext > high:
+            # Every boundary up to ``high`` is resolved now. A whole short sentence ("Yes.", or one ending
+            # just past the limit) beats a cut mid-sentence; failing that, the start of a phrase; failing
+            # that, the last complete word; failing that, a word longer than the limit.
             sentence = _last_at_most(self._sentences, high)
             if sentence is not None:
                 return sentence
+            reach = head + min(first + _FIRST_SENTENCE_SLACK, self._max_chars)
+            sentence = _earliest_at_least(self._sentences, high)
+            if sentence is not None and sentence <= reach:
+                return sentence
+            if ext <= reach and not final:
+                return None  # that sentence end may yet come
+            phrase = self._phrase_start(low, high, end, ext, final)
+            if phrase is not None:
+                return phrase if phrase > 0 else None
             word = self._last_space(head, high)
             return word if word is not None else self._end_of_long_word(ext, final)
         return ext if final else None
@@ -304,6 +331,21 @@ class Chunker:
             word = self._last_space(head, limit)
             return limit if word is None else word  # hard cut: a 400-character URL
         return None
+
+    def _phrase_start(self, low: int, high: int, end: int, ext: int, final: bool) -> int | None:
+        """The end of the last word in [low, high] that a phrase-starting word follows; -1: wait, the
+        word after the last candidate is still arriving (so the cut never depends on how text was split)."""
+        base = self._buf_start
+        cut = None
+        for match in _SPACED_WORD.finditer(self._buf, low - base, ext - base):
+            if match.start() > high - base:
+                break
+            whole = match.end() < ext - base or end > ext or final
+            if not whole:
+                return -1
+            if match.group(1).lower() in _PHRASE_STARTS:
+                cut = base + match.start()
+        return cut
 
     def _last_space(self, head: int, limit: int) -> int | None:
         """The last whitespace in (head, limit], where a chunk of complete words may end."""
