@@ -73,6 +73,9 @@ class Runtime:
             max_batch=settings.pool.max_batch,
             nice=settings.pool.nice,
         )
+        self.pool.wide_engines = {
+            name for name, engine in self.catalog.engines.items() if engine.capabilities.threads
+        }
         self.sessions = SessionRegistry(
             settings.security.secret_key,
             resume_window_s=settings.sessions.resume_window_s,

@@ -35,6 +35,9 @@ class Capabilities:
     speed: bool = True
     pitch: bool = False
     blending: bool = False
+    # Runs a chunk on as many cores as SynthesisRequest.threads allows (the pool then keeps those cores
+    # free of later chunks until it is done).
+    threads: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -31,6 +31,8 @@ from .worker import worker_main
 
 log = structlog.get_logger(__name__)
 
+_MAX_CHUNK_THREADS = 4  # no engine here gains much past 4 intra-op threads for one chunk
+
 _STOP_JOIN_S = 2.0
 _STABLE_S = 5.0  # a worker that dies sooner than this after starting is crash-looping: back off
 _MAX_BACKOFF_S = 30.0
@@ -90,6 +92,8 @@ class WorkerPool:
         nice: int = 0,
     ) -> None:
         self.cores = usable_cores()
+        # Engines whose chunks use the cores they are given (Capabilities.threads); set by the runtime.
+        self.wide_engines: set[str] = set()
         self.size = workers or self.cores
         self.max_batch = max_batch
         self.nice = nice
@@ -278,6 +282,13 @@ class WorkerPool:
             if worker is None:
                 return
             order = sorted(self._waiting, key=lambda j: (not j.first, self._served.get(j.session, -1), j.id))
+            free = self._free_cores()
+            if free < 1 and self._wide_running():
+                # A chunk runs on the idle cores it was given: later chunks wait for it (they have its
+                # audio's length to be ready); a first chunk goes anyway, its listener is waiting.
+                order = [job for job in order if job.first]
+                if not order:
+                    return
             lead = order[0]
             batch = [lead]
             if self.max_batch > 1 and lead.batch_key is not None:
@@ -292,14 +303,25 @@ class WorkerPool:
             if len(batch) == 1:
                 # A chunk that starts while other workers are idle may use their cores too (piper runs
                 # it on a wider ONNX session): one stream gets the whole machine, many share it.
-                busy = sum(1 for w in self._workers if w.jobs)
-                lead.request = replace(lead.request, threads=max(1, self.cores - busy + 1))
+                lead.request = replace(lead.request, threads=max(1, min(_MAX_CHUNK_THREADS, free)))
                 message: tuple[Any, ...] = ("synth", lead.id, lead.engine, lead.request)
             else:
                 message = ("synth_batch", [j.id for j in batch], lead.engine, [j.request for j in batch])
             # The worker may have died since its last message: its reader thread reports that.
             with contextlib.suppress(OSError):
                 worker.conn.send(message)
+
+    def _held_cores(self, worker: _Worker) -> int:
+        jobs = worker.jobs
+        if len(jobs) == 1 and jobs[0].engine in self.wide_engines:
+            return max(1, jobs[0].request.threads)
+        return 1 if jobs else 0
+
+    def _free_cores(self) -> int:
+        return self.cores - sum(self._held_cores(w) for w in self._workers)
+
+    def _wide_running(self) -> bool:
+        return any(self._held_cores(w) > 1 for w in self._workers)
 
     # ---- worker messages (on the event loop) ---------------------------------------------------
 
