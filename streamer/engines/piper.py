@@ -81,7 +81,7 @@ class PiperEngine:
     intra-op threads per session; 0 (the default) adapts: each voice gets a one-thread session and a
     wide one (up to 4 threads, the cores this process may use), and a chunk runs on the wide one when
     the pool says that many cores are free (``SynthesisRequest.threads``). One stream gets its first
-    audio about 1.6 times sooner on 2 cores; under load every chunk runs on one thread, as before.
+    audio about 1.6 times sooner on 2 cores; under load every chunk runs on one thread.
     Piper speaks a sentence at a time, so each sentence is one block and ``should_stop`` is polled
     between sentences.
     """

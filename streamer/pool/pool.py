@@ -301,9 +301,11 @@ class WorkerPool:
                 job.started_at = started
             worker.jobs = batch
             if len(batch) == 1:
-                # A chunk that starts while other workers are idle may use their cores too (piper runs
-                # it on a wider ONNX session): one stream gets the whole machine, many share it.
-                lead.request = replace(lead.request, threads=max(1, min(_MAX_CHUNK_THREADS, free)))
+                # A turn's first chunk that starts while other workers are idle may use their cores too
+                # (piper runs it on a wider ONNX session): its listener is waiting. Later chunks run on
+                # one core each, side by side, which gets more audio out of the cores.
+                threads = max(1, min(_MAX_CHUNK_THREADS, free)) if lead.first else 1
+                lead.request = replace(lead.request, threads=threads)
                 message: tuple[Any, ...] = ("synth", lead.id, lead.engine, lead.request)
             else:
                 message = ("synth_batch", [j.id for j in batch], lead.engine, [j.request for j in batch])
