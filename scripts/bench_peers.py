@@ -52,32 +52,28 @@ import contextlib
 import importlib.metadata
 import json
 import os
-import platform
 import re
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
-import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import psutil
 import yaml
+from benchlib import HOST, free_port, http_get_json, log_tail, machine, pct, print_table, stop_group
 from wyoming.audio import AudioChunk
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
 from wyoming.info import Describe, Info
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeVoice
 
-HOST = "127.0.0.1"
 VOICE = "en_US-joe-medium"
 PEER = ("wyoming-piper", "2.5.2")
 # Pinned in the peer's virtualenv to what this environment runs: the same engine build on both sides.
@@ -171,30 +167,11 @@ def say(text: str) -> None:
 # ---- statistics ---------------------------------------------------------------------------------
 
 
-def pct(values: list[float], q: float) -> float | None:
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else None
-
-
 def ratio(ours: float | None, theirs: float | None) -> float | None:
     return ours / theirs if ours is not None and theirs else None
 
 
 # ---- processes ----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only, never a proxy
-
-
-def http_get_json(url: str, timeout: float = 2.0) -> dict[str, Any]:
-    with _NO_PROXY.open(url, timeout=timeout) as response:
-        data: dict[str, Any] = json.loads(response.read())
-        return data
 
 
 @dataclass
@@ -206,22 +183,11 @@ class Proc:
     log_path: Path
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return log_tail(self.log_path, lines)
 
     def stop(self) -> None:
         """SIGTERM (each server shuts down cleanly on it), then SIGKILL to the whole group."""
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(15)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(5)
+        stop_group(self.process)
 
 
 _STARTED: list[Proc] = []  # every child still to stop, whatever way the run ends
@@ -962,17 +928,6 @@ def _f(value: float | None, unit: str = "", digits: int = 0) -> str:
     return f"{value:.{digits}f}{unit}"
 
 
-def print_table(title: str, headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    if not rows:
-        return
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    print(f"\n{title}")
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
-    print("  ".join("-" * w for w in widths))
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-
-
 def _side_rows(
     sides: list[tuple[str, dict[str, Any]]], ratios: dict[str, Any], ratio_label: str
 ) -> list[tuple[str, ...]]:
@@ -1091,17 +1046,6 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"load average (1, 5, 15 min): {report['load']}")
     for note in report["notes"]:
         print(f"note: {note}")
-
-
-def machine() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    cores, python = os.cpu_count(), platform.python_version()
-    return {"cpu": model or platform.processor(), "cores": cores, "python": python}
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

@@ -29,17 +29,14 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
-import platform
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,8 +48,8 @@ import orjson
 import psutil
 import websockets
 import yaml
+from benchlib import HOST, free_port, http_get_json, log_tail, machine, pct, print_table, stop_group
 
-HOST = "127.0.0.1"
 FORMAT = "pcm"
 FRAME_MS = 40  # the server's audio.frame_ms default; the encoding cost is measured per frame of this length
 
@@ -135,10 +132,6 @@ class BenchError(Exception):
 # ---- statistics ---------------------------------------------------------------------------------
 
 
-def pct(values: list[float], q: float) -> float | None:
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else None
-
-
 def summary(values: list[float]) -> dict[str, Any]:
     return {
         "n": len(values),
@@ -151,21 +144,6 @@ def summary(values: list[float]) -> dict[str, Any]:
 
 
 # ---- the server under test ----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only, never a proxy
-
-
-def http_get_json(url: str, timeout: float = 5.0) -> dict[str, Any]:
-    with _NO_PROXY.open(url, timeout=timeout) as response:
-        data: dict[str, Any] = json.loads(response.read())
-        return data
 
 
 @dataclass
@@ -184,24 +162,11 @@ class Server:
         return http_get_json(f"http://{HOST}:{self.http_port}/api/v1/status{query}")
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return log_tail(self.log_path, lines)
 
     def stop(self) -> None:
         """SIGTERM (the server drains and stops its workers), then SIGKILL to the whole group."""
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(15)
-        # The server runs in its own process group (start_new_session): this reaches only it and
-        # the workers it spawned, never anything else.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(5)
+        stop_group(self.process)
 
 
 def start_server(tmp: Path, engine: str, workers: int, ready_timeout: float = 60.0) -> Server:
@@ -1007,15 +972,6 @@ def engine_rows(out: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return rows
 
 
-def print_table(title: str, headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    print(f"\n{title}")
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
-    print("  ".join("-" * w for w in widths))
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-
-
 def print_report(report: dict[str, Any]) -> None:
     for out in report["engines"].values():
         if "figures" not in out:
@@ -1046,20 +1002,6 @@ def print_report(report: dict[str, Any]) -> None:
         )
     for note in report["notes"]:
         print(f"note: {note}")
-
-
-def machine() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpu": model or platform.processor(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-    }
 
 
 def source_state() -> dict[str, Any]:
