@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import ipaddress
+import json
 import os
 import signal
 import ssl
@@ -173,6 +174,21 @@ def test_serve_defaults_send_server_and_date_headers(tmp_path: Path) -> None:
         assert created.json()["ws_url"].startswith("wss://")
         time.sleep(0.2)
         assert '"GET /health HTTP/1.1" 200' in server.log()  # uvicorn's access log line
+
+
+def test_json_logging_makes_every_line_json_uvicorn_included(tmp_path: Path) -> None:
+    config = {"logging": {"format": "json", "level": "INFO"}}
+    with serve(tmp_path, "--access-log", config=config) as server:
+        httpx.get(server.url(server.http_port), headers={"X-Request-ID": "json-line-check"})
+        httpx.get(server.url(server.http_port, "/no-such-path"))
+    lines = [line for line in server.log().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # every line: uvicorn's, ours, the shutdown's
+    by_logger = {record.get("logger") for record in records}
+    assert {"uvicorn.error", "uvicorn.access"} <= by_logger
+    access = [r for r in records if r.get("logger") == "uvicorn.access"]
+    assert any("GET /health" in r["event"] and r.get("request_id") == "json-line-check" for r in access)
+    assert all({"event", "level", "timestamp"} <= set(record) for record in records)
+    assert server.process.returncode == 0
 
 
 def make_certificate(tmp: Path) -> tuple[Path, Path]:

@@ -21,10 +21,12 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     ]
     if fmt == "json":
         renderer: structlog.types.Processor = structlog.processors.JSONRenderer(serializer=orjson.dumps)
+        # The same JSON for the stdlib loggers (uvicorn, asyncio, libraries), as text for their handler.
+        line_renderer: structlog.types.Processor = structlog.processors.JSONRenderer(serializer=_json_text)
         shared.append(structlog.processors.format_exc_info)
         factory: structlog.types.WrappedLogger = structlog.BytesLoggerFactory(sys.stderr.buffer)
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        renderer = line_renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
         factory = structlog.PrintLoggerFactory(sys.stderr)
     structlog.configure(
         processors=[*shared, renderer],
@@ -32,12 +34,29 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
         logger_factory=factory,
         cache_logger_on_first_use=False,
     )
+    # Records of stdlib loggers go through the same processors, so with `json` every line on stderr is
+    # one JSON object, uvicorn's startup and access lines included ("logger" names where they came from).
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, line_renderer],
+        )
+    )
     root = logging.getLogger()
     root.setLevel(level.upper())
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:  # configured before
+        root.removeHandler(old)
+    if not root.handlers:  # a test runner's capturing handler stays alone
         root.addHandler(handler)
+
+
+_HANDLER_NAME = "streamer"
+
+
+def _json_text(obj: object, **kwargs: object) -> str:
+    return orjson.dumps(obj, default=str).decode()
 
 
 def set_level(level: str) -> None:
