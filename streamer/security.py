@@ -184,13 +184,25 @@ def is_loopback(host: str) -> bool:
 
 
 def warn_if_exposed(settings: Settings) -> bool:
-    """Warn (``access_control_off``) when binding a non-loopback address with no API keys; True if it did."""
+    """Warn (``access_control_off``) when binding a non-loopback address with no API keys, or the Wyoming
+    port (which keys do not cover) to one; True if it did."""
+    warned = False
     host = settings.server.host
-    if is_loopback(host) or settings.security.api_keys:
-        return False
-    log.warning(
-        "access_control_off",
-        host=host,
-        hint="anyone who can reach this address can use the server: set security.api_keys",
-    )
-    return True
+    if not (is_loopback(host) or settings.security.api_keys):
+        log.warning(
+            "access_control_off",
+            host=host,
+            hint="anyone who can reach this address can use the server: set security.api_keys",
+        )
+        warned = True
+    wyoming_host = settings.wyoming.host or host
+    if settings.wyoming.port is not None and not is_loopback(wyoming_host):
+        log.warning(
+            "access_control_off",
+            host=wyoming_host,
+            port=settings.wyoming.port,
+            hint="the Wyoming port has no access control: anyone who can reach it can use it; "
+            "bind wyoming.host to a trusted network",
+        )
+        warned = True
+    return warned

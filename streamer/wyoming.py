@@ -12,12 +12,19 @@ Flows, each on one TCP connection (events framed by the `wyoming` package):
 Audio is 16-bit mono PCM at the voice's own rate, sent frame by frame as the pool makes it; the text
 goes through the same chunker and worker pool as the WebSocket (so Wyoming clients and WebSocket
 sessions share the pool fairly). A bad request gets an `error` event and the connection goes on.
+
+Limits, like the WebSocket's: at most `server.max_connections` Wyoming connections (one more gets an
+`overloaded` error and is closed); an event's header line, data and payload each at most
+`limits.max_message_bytes`; a connection silent for `sessions.idle_timeout_s` is closed. An event that
+cannot be framed (not JSON, no type, lengths too large) gets an `error` event and the connection is
+closed, since the byte stream can no longer be trusted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -25,7 +32,7 @@ from typing import TYPE_CHECKING
 import structlog
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.error import Error
-from wyoming.event import Event, async_read_event, async_write_event
+from wyoming.event import Event, async_write_event
 from wyoming.info import Attribution, Describe, Info, TtsProgram, TtsVoice
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
 
@@ -43,6 +50,52 @@ log = structlog.get_logger(__name__)
 
 ATTRIBUTION = Attribution(name="streamer", url="https://pypi.org/project/streamer/")
 _END = None  # marks the end of a text stream in its queue
+
+
+class FramingError(Exception):
+    """The byte stream is not Wyoming events: answered with an error event, then the connection ends."""
+
+    def __init__(self, message: str, code: str = "invalid_message") -> None:
+        super().__init__(message)
+        self.message, self.code = message, code
+
+
+async def read_event(reader: asyncio.StreamReader, limit: int) -> Event | None:
+    """One event, as ``wyoming.event.async_read_event`` frames it (a JSON header line, then optional
+    data and payload of the lengths it names), but bounded: no part over ``limit`` bytes is read, and a
+    malformed event raises FramingError instead of ending the connection without a word. None at EOF."""
+    try:
+        line = await reader.readuntil(b"\n")
+    except asyncio.IncompleteReadError as exc:
+        if not exc.partial.strip():
+            return None
+        raise FramingError("the connection ended inside an event header") from None
+    except asyncio.LimitOverrunError:
+        raise FramingError(f"an event header is over {limit} bytes", "message_too_large") from None
+    try:
+        header = json.loads(line)
+        kind = header["type"]
+        data = header.get("data") or {}
+        data_length = int(header.get("data_length") or 0)
+        payload_length = int(header.get("payload_length") or 0)
+        if not isinstance(kind, str) or not isinstance(data, dict) or data_length < 0 or payload_length < 0:
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        raise FramingError("an event header is not a JSON object with a string type") from None
+    if data_length > limit or payload_length > limit:
+        raise FramingError(f"an event's data or payload is over {limit} bytes", "message_too_large")
+    try:
+        if data_length:
+            extra = json.loads(await reader.readexactly(data_length))
+            if not isinstance(extra, dict):
+                raise FramingError("an event's data is not a JSON object")
+            data = {**data, **extra}
+        payload = await reader.readexactly(payload_length) if payload_length else None
+    except asyncio.IncompleteReadError:
+        raise FramingError("the connection ended inside an event") from None
+    except ValueError:
+        raise FramingError("an event's data is not JSON") from None
+    return Event(type=kind, data=data, payload=payload)
 
 
 def info(runtime: Runtime) -> Info:
@@ -82,9 +135,22 @@ class WyomingConnection:
         self._write_lock = asyncio.Lock()
 
     async def run(self) -> None:
+        settings = self.runtime.settings
         try:
-            while (event := await async_read_event(self.reader)) is not None:
-                await self._handle(event)
+            while True:
+                async with asyncio.timeout(settings.sessions.idle_timeout_s):
+                    event = await read_event(self.reader, settings.limits.max_message_bytes)
+                if event is None:
+                    break
+                try:
+                    await self._handle(event)
+                except (ValueError, KeyError, TypeError) as exc:  # fields of the wrong type or missing
+                    await self._error(f"bad {event.type} event: {exc}", "invalid_field")
+        except FramingError as exc:
+            with contextlib.suppress(ConnectionError):
+                await self._error(exc.message, exc.code)
+        except TimeoutError:
+            log.info("wyoming_idle_closed", idle_timeout_s=settings.sessions.idle_timeout_s)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -194,7 +260,9 @@ class WyomingServer:
         self._connections: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, self.host, self.port)
+        # The stream reader's limit bounds an event's header line as the data and payload are bounded.
+        limit = self.runtime.settings.limits.max_message_bytes
+        self._server = await asyncio.start_server(self._accept, self.host, self.port, limit=limit)
         for sock in self._server.sockets:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small audio events, no 40 ms stalls
         self.port = self._server.sockets[0].getsockname()[1]
@@ -206,6 +274,16 @@ class WyomingServer:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         task = asyncio.current_task()
         assert task is not None
+        limit = self.runtime.settings.server.max_connections
+        if len(self._connections) >= limit:
+            log.warning("wyoming_refused", reason="max_connections", limit=limit)
+            with contextlib.suppress(ConnectionError):
+                error = Error(
+                    text=f"the server is at its limit of {limit} Wyoming connections", code="overloaded"
+                )
+                await async_write_event(error.event(), writer)
+            writer.close()
+            return
         self._connections.add(task)
         try:
             await WyomingConnection(self.runtime, reader, writer).run()

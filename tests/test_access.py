@@ -268,6 +268,25 @@ def test_public_bind_without_keys_warns(host: str, keys: list[str], warned: bool
         assert events == []
 
 
+@pytest.mark.parametrize(
+    ("host", "wyoming", "warned"),
+    [
+        ("127.0.0.1", {"port": 10200}, False),
+        ("127.0.0.1", {"port": 10200, "host": "0.0.0.0"}, True),
+        ("0.0.0.0", {"port": 10200, "host": "127.0.0.1"}, False),  # keys cover the rest
+        ("127.0.0.1", {"host": "0.0.0.0"}, False),  # the Wyoming port is off
+    ],
+)
+def test_a_public_wyoming_port_warns_even_with_keys(host: str, wyoming: dict, warned: bool) -> None:
+    settings = Settings.model_validate(
+        {"server": {"host": host}, "security": {"api_keys": ["k1"]}, "wyoming": wyoming}
+    )
+    with capture_logs() as logs:
+        assert warn_if_exposed(settings) is warned
+    events = [e for e in logs if e["event"] == "access_control_off"]
+    assert [e.get("port") for e in events] == ([10200] if warned else [])
+
+
 def test_serve_on_all_interfaces_without_keys_logs_the_warning(
     tmp_path: Path, open_server: ServerProcess
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -140,3 +141,112 @@ async def test_many_streams_at_once(wyoming_server: tuple[ServerProcess, int]) -
 
     durations = await asyncio.gather(*(one(n) for n in range(6)))
     assert all(d > 1.0 for d in durations)
+
+
+# --- limits and bad input ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def strict_wyoming(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, int]]:
+    port = free_port()
+    config = {
+        "tts": {"engine": "espeak"},
+        "pool": {"workers": 1},
+        "wyoming": {"port": port},
+        "server": {"max_connections": 2},
+        "limits": {"max_message_bytes": 4096},
+        "sessions": {"idle_timeout_s": 1.5 * TIMESCALE},
+    }
+    with running_server(tmp_path_factory.mktemp("wyoming-strict"), config) as server:
+        yield server, port
+
+
+async def raw_exchange(port: int, data: bytes) -> tuple[list[dict[str, Any]], bool]:
+    """Send raw bytes; the JSON headers that come back, and whether the server then closed."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        headers, closed = [], False
+        while True:
+            try:
+                line = await asyncio.wait_for(reader.readline(), 5 * TIMESCALE)
+            except TimeoutError:
+                break
+            if not line:
+                closed = True
+                break
+            header = json.loads(line)
+            if header.get("data_length"):
+                header["data"] = {
+                    **header.get("data", {}),
+                    **json.loads(await reader.readexactly(header["data_length"])),
+                }
+            if header.get("payload_length"):
+                await reader.readexactly(header["payload_length"])
+            headers.append(header)
+        return headers, closed
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (b"this is not json\n", "invalid_message"),
+        (b'{"data": {"text": "no type"}}\n', "invalid_message"),
+        (b'{"type": "synthesize", "payload_length": 100000}\n', "message_too_large"),
+        (b'{"type": "synthesize", "data_length": 5000}\n', "message_too_large"),
+        (b'{"type": "synthesize", "data": {"text": "' + b"a" * 5000 + b'"}}\n', "message_too_large"),
+    ],
+    ids=["not-json", "no-type", "payload-too-large", "data-too-large", "header-too-long"],
+)
+async def test_an_event_that_cannot_be_framed_gets_an_error_then_the_connection_closes(
+    strict_wyoming: tuple[ServerProcess, int], data: bytes, code: str
+) -> None:
+    _, port = strict_wyoming
+    headers, closed = await raw_exchange(port, data)
+    assert [h["type"] for h in headers] == ["error"] and headers[0]["data"]["code"] == code
+    assert closed
+
+
+async def test_a_bad_field_is_an_error_and_the_connection_goes_on(
+    strict_wyoming: tuple[ServerProcess, int],
+) -> None:
+    _, port = strict_wyoming
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        await client.write_event(Event(type="synthesize", data={"voice": "not a mapping"}))  # and no text
+        error = Error.from_event((await until(client, "error"))[-1])
+        assert error.code == "invalid_field"
+        await client.write_event(Describe().event())
+        assert Info.from_event((await until(client, "info"))[-1]).tts
+
+
+async def test_connections_past_the_limit_are_refused_with_overloaded(
+    strict_wyoming: tuple[ServerProcess, int],
+) -> None:
+    server, port = strict_wyoming
+    async with AsyncTcpClient("127.0.0.1", port) as one, AsyncTcpClient("127.0.0.1", port) as two:
+        for client in (one, two):  # both are served
+            await client.write_event(Describe().event())
+            await until(client, "info")
+        headers, closed = await raw_exchange(port, b"")
+        assert [h["data"]["code"] for h in headers] == ["overloaded"] and closed
+    # the slots are free again once those two have left
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        await client.write_event(Synthesize(text="Room again.").event())
+        assert pcm_of(await until(client, "audio-stop"))[0].size > 0
+    assert "wyoming_refused" in server.log()
+
+
+async def test_a_silent_connection_is_closed_after_the_idle_timeout(
+    strict_wyoming: tuple[ServerProcess, int],
+) -> None:
+    _, port = strict_wyoming
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        started = time.monotonic()
+        assert await asyncio.wait_for(reader.read(), 10 * TIMESCALE) == b""  # closed by the server
+        assert time.monotonic() - started >= 1.0 * TIMESCALE
+    finally:
+        writer.close()
