@@ -166,6 +166,42 @@ def test_chunk_shaper_join_of_two_sine_chunks_has_no_click() -> None:
     assert np.max(np.abs(np.diff(joined))) < 1.5 * natural_step
 
 
+def speech_then_quiet(sound_ms: float, quiet_ms: float, rate: int = RATE) -> np.ndarray:
+    t = np.arange(round(sound_ms * rate / 1000)) / rate
+    sound = (0.5 * np.sin(2 * np.pi * 180 * t)).astype(np.float32)
+    quiet = np.random.default_rng(1).normal(0, 1e-4, round(quiet_ms * rate / 1000)).astype(np.float32)
+    return np.concatenate([sound, quiet])  # the engine's phrase-final pause, with a little noise
+
+
+@pytest.mark.parametrize("block", [0, 441, 1000, 7])
+def test_chunk_shaper_cuts_a_chunks_trailing_quiet_to_the_tail_asked(block: int) -> None:
+    audio = speech_then_quiet(500, 250)
+    blocks = list(split_frames(audio, block)) if block else [audio]
+    shaper = ChunkShaper()
+    shaper.start_chunk(RATE, tail_ms=60)
+    out = np.concatenate([*(shaper.process(b) for b in blocks), shaper.end_chunk()])
+    sound = round(0.5 * RATE)
+    assert len(out) == sound + round(0.06 * RATE)  # 250 ms of quiet cut to 60
+    assert np.array_equal(out[500 : sound - 500], audio[500 : sound - 500])  # the sound itself is untouched
+    assert abs(out[-1]) < 1e-6
+    # without tail_ms every sample stays
+    assert len(shape(ChunkShaper(), blocks)) == len(audio)
+
+
+def test_chunk_shaper_keeps_pauses_inside_a_chunk_and_a_long_tail_past_the_hold_limit() -> None:
+    inner = np.concatenate([speech_then_quiet(300, 200), speech_then_quiet(300, 100)])
+    shaper = ChunkShaper()
+    shaper.start_chunk(RATE, tail_ms=60)
+    out = np.concatenate([*(shaper.process(b) for b in split_frames(inner, 441)), shaper.end_chunk()])
+    assert len(out) == len(inner) - round(0.04 * RATE)  # only the final 100 ms became 60; the 200 ms stay
+    # quiet is held back at most 400 ms: a 1 s tail releases 600 ms as it comes, and 60 ms more at the end
+    long_tail = speech_then_quiet(200, 1000)
+    shaper.start_chunk(RATE, tail_ms=60)
+    sent = [shaper.process(b) for b in split_frames(long_tail, 441)]
+    assert sum(map(len, sent)) >= len(long_tail) - round(0.4 * RATE)
+    assert len(shaper.end_chunk()) == round(0.06 * RATE)
+
+
 def test_chunk_shaper_rejects_misuse() -> None:
     shaper = ChunkShaper()
     with pytest.raises(RuntimeError):

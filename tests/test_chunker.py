@@ -188,6 +188,15 @@ def test_phrase_cut_waits_for_the_word_after_it() -> None:
     assert texts(chunker.push(" cold")) == ["It is twelve degrees"]
 
 
+@pytest.mark.parametrize("size", [0, 1, 3], ids=["whole", "by1", "by3"])
+def test_a_chunk_says_whether_speech_pauses_where_it_ends(size: int) -> None:
+    text = "It is twelve degrees and cloudy in Amsterdam right now, with rain. " + "word " * 60 + "end."
+    chunks = run(pieces_of(text, size), Chunker(max_chunk_chars=120))
+    # a phrase cut, a sentence, two cuts of a sentence over the limit, the end
+    assert [c.pause for c in chunks] == [False, True, False, False, True]
+    assert all(c.pause for c in run(pieces_of("Hello there, how are you doing today? I am fine.", size)))
+
+
 def test_a_sentence_ending_just_past_the_limit_goes_whole() -> None:
     chunker = Chunker()  # first_chunk_chars 30
     assert chunker.push("The new connection owns the session.") == []  # "." might be "session.js"

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from streamer.audio import PHRASE_GAP_MS, s16le_to_float
 from streamer.engines import create_engine
 from streamer.engines.base import SynthesisRequest
 
@@ -227,6 +228,35 @@ async def test_piper_session_streams_neural_speech(piper_server: ServerProcess) 
     assert abs(len(samples) / rate - expected) <= 0.25 * expected
     assert rms(samples) > 0.02
     assert np.isfinite(samples).all()
+
+
+@pytest.mark.piper
+@pytest.mark.skipif(not HAS_PIPER, reason="the [piper] extra is not installed")
+async def test_a_first_chunk_cut_inside_a_phrase_loses_its_sentence_pause(
+    piper_server: ServerProcess,
+) -> None:
+    text = "It is twelve degrees and cloudy in Amsterdam right now, with light rain."
+    async with await Client.connect(piper_server.ws_url) as client:
+        await client.start(format="pcm", sample_rate=22050)  # the voice's own rate: no resampling
+        turn = await client.say(text)
+    starts = turn.of_type("chunk_start")
+    assert [s["text"] for s in starts] == ["It is twelve degrees", text[21:]]
+
+    def chunk_audio(start: int) -> np.ndarray:
+        data = b"".join(f["data"] for f in turn.audio if f["text_start"] == start)
+        return s16le_to_float(data)
+
+    def trailing_quiet_ms(samples: np.ndarray) -> float:
+        loud = np.flatnonzero(np.abs(samples) >= 10 ** (-45 / 20))
+        return (len(samples) - loud[-1] - 1) * 1000 / 22050
+
+    first, last = chunk_audio(0), chunk_audio(starts[1]["text_start"])
+    assert rms(first) > 0.02 and rms(last) > 0.02
+    # piper ends every chunk with a sentence's pause (about 140 ms after "degrees", 80-200 ms after a
+    # real sentence end); cut inside a phrase, the first keeps only a short gap between words; the last,
+    # a sentence end, keeps its pause
+    assert trailing_quiet_ms(first) <= PHRASE_GAP_MS + 5
+    assert trailing_quiet_ms(last) > PHRASE_GAP_MS + 15
 
 
 async def test_resume_with_new_audio_settings_applies_them_at_once(espeak_server: ServerProcess) -> None:

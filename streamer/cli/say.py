@@ -15,7 +15,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, Any
 
-from ..audio import ChunkShaper, StreamingEncoder
+from ..audio import PHRASE_GAP_MS, ChunkShaper, StreamingEncoder
 from ..errors import InvalidField
 from .settings import settings_from_args
 
@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
         shaper = ChunkShaper()
         progress.update(0, 0.0)
         for number, chunk in enumerate(chunks, 1):
-            shaper.start_chunk(voice.sample_rate)
+            shaper.start_chunk(voice.sample_rate, tail_ms=None if chunk.pause else PHRASE_GAP_MS)
             request = SynthesisRequest(text=chunk.text, voice=voice.voice, speed=speed)  # type: ignore[arg-type]
             for block in engine.synthesize(request, lambda: False):
                 out.write(encoder.encode(shaper.process(block), voice.sample_rate))

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import structlog
 
-from ..audio import ChunkShaper, StreamingEncoder, output_sample_rate, split_frames
+from ..audio import PHRASE_GAP_MS, ChunkShaper, StreamingEncoder, output_sample_rate, split_frames
 from ..engines.base import SynthesisRequest
 from ..engines.catalog import ResolvedVoice
 from ..errors import (
@@ -650,7 +650,7 @@ class Connection:
         self._encoder_for(pipe, entry)  # while the pool synthesizes the chunk's first block
         shaper = ChunkShaper()
         rate = entry.voice.sample_rate
-        shaper.start_chunk(rate)
+        shaper.start_chunk(rate, tail_ms=None if chunk.pause else PHRASE_GAP_MS)
         audio_ms = 0.0
         try:
             async for rate, block in entry.job.blocks():

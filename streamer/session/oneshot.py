@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import structlog
 
-from ..audio import MIME_TYPES, ChunkShaper, StreamingEncoder, output_sample_rate, split_frames
+from ..audio import MIME_TYPES, PHRASE_GAP_MS, ChunkShaper, StreamingEncoder, output_sample_rate, split_frames
 from ..engines.base import SynthesisRequest
 from ..engines.catalog import ResolvedVoice
 from ..errors import OverloadedError, StreamerError
@@ -106,6 +106,7 @@ class OneShot:
         self._frame_ms = settings.audio.frame_ms
         self._max_inflight = settings.pool.max_inflight_per_session
         self._jobs: deque[Job] = deque()  # submitted, in text order; the first is the one being played
+        self._pauses: deque[bool] = deque()  # Chunk.pause of each of those
         self._encoder: StreamingEncoder | None = None
         self._streamed = False
         self._started = 0.0
@@ -137,6 +138,7 @@ class OneShot:
                     chunk = pending.popleft()
                     request = SynthesisRequest(text=chunk.text, voice=self.voice.voice, speed=self.speed)  # type: ignore[arg-type]
                     self._jobs.append(pool.submit(self._key, self.voice.engine, request, first=chunk.first))
+                    self._pauses.append(chunk.pause)
                 if not self._jobs:  # the text so far is spoken: wait for more
                     arrived.clear()
                     if not pending and feeder is not None and not feeder.done():
@@ -145,7 +147,7 @@ class OneShot:
                 job = self._jobs[0]
                 shaper = ChunkShaper()
                 rate = self.voice.sample_rate
-                shaper.start_chunk(rate)
+                shaper.start_chunk(rate, tail_ms=None if self._pauses[0] else PHRASE_GAP_MS)
                 async with contextlib.aclosing(job.blocks()) as blocks:
                     async for rate, block in blocks:
                         for piece in split_frames(shaper.process(block), self._frame_samples(rate)):
@@ -157,6 +159,7 @@ class OneShot:
                 if data := self._encode(encoder, shaper.end_chunk(), rate):  # a few ms: one frame
                     yield data
                 self._jobs.popleft()
+                self._pauses.popleft()
                 self.synth_ms += job.timings.get("synth_ms") or 0.0
             if feeder is not None:
                 await feeder  # raises what the text source raised
@@ -206,6 +209,7 @@ class OneShot:
         pool = self.runtime.pool
         while self._jobs:
             pool.cancel(self._jobs.popleft())
+        self._pauses.clear()
         pool.forget_session(self._key)
         if self._encoder is not None:
             self._encoder.close()

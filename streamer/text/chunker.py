@@ -77,6 +77,10 @@ class Chunk:
     start: int  # code-point offset of text[0] in all text ever pushed
     end: int  # one past the last code point, so fed_text[start:end] == text
     first: bool  # the first chunk of its turn
+    # Whether speech pauses where the chunk ends (a sentence or clause end, a line break, the end of the
+    # text); False when it was cut inside a phrase (an early first chunk, a sentence over the limit), so
+    # the engine's phrase-final pause at its end does not belong there.
+    pause: bool = True
 
 
 class Chunker:
@@ -112,6 +116,7 @@ class Chunker:
         self._clauses: deque[int] = deque()
         self._breaks: deque[int] = deque()  # line breaks alone: they end even a very short first chunk
         self._first = True
+        self._soft_cut = False  # the cut being made is inside a phrase (see Chunk.pause)
 
     @property
     def buffered_chars(self) -> int:
@@ -281,6 +286,7 @@ class Chunker:
             self._add(self._sentences, ext - self._buf_start)
         chunks: list[Chunk] = []
         while self._head < ext:
+            self._soft_cut = False
             cut = self._first_cut(end, ext, final) if self._first else self._later_cut(ext)
             if cut is None:
                 break
@@ -313,8 +319,10 @@ class Chunker:
                 return None  # that sentence end may yet come
             phrase = self._phrase_start(low, high, end, ext, final)
             if phrase is not None:
+                self._soft_cut = True
                 return phrase if phrase > 0 else None
             word = self._last_space(head, high)
+            self._soft_cut = True
             return word if word is not None else self._end_of_long_word(ext, final)
         return ext if final else None
 
@@ -329,6 +337,7 @@ class Chunker:
             if clause is not None:
                 return clause
             word = self._last_space(head, limit)
+            self._soft_cut = True
             return limit if word is None else word  # hard cut: a 400-character URL
         return None
 
@@ -368,7 +377,7 @@ class Chunker:
         base = self._buf_start
         text = self._buf[self._head - base : cut - base].rstrip()
         if _SPEAKABLE.search(text):  # punctuation alone is consumed silently
-            chunks.append(Chunk(text, self._head, self._head + len(text), self._first))
+            chunks.append(Chunk(text, self._head, self._head + len(text), self._first, not self._soft_cut))
             self._first = False
         self._head = cut
         self._skip_space()
