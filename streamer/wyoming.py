@@ -224,9 +224,8 @@ class WyomingConnection:
                 async for _ in text:  # drain the stream so its stop is still answered
                     pass
             return
-        oneshot = OneShot(
-            runtime, text, resolved, runtime.settings.tts.default_speed, "pcm", resolved.sample_rate
-        )
+        speed = runtime.settings.tts.default_speed
+        oneshot = OneShot(runtime, text, resolved, speed, "pcm", resolved.sample_rate, "wyoming")
         rate = oneshot.sample_rate
         started = False
         try:

@@ -93,6 +93,30 @@ async def test_metrics_after_rest_calls_and_an_interrupted_turn(espeak_server: S
     assert "streamer_process_resident_memory_bytes" in metrics
 
 
+def test_one_shot_syntheses_are_counted_by_path_and_outcome(espeak_server: ServerProcess) -> None:
+    base = espeak_server.http_url
+    before = scrape(espeak_server).get("streamer_oneshot_requests", [])
+
+    def count(samples: list[Sample], path: str, outcome: str) -> float:
+        found = [s for s in samples if s.name == "streamer_oneshot_requests_total"]
+        return sum(s.value for s in found if s.labels == {"path": path, "outcome": outcome})
+
+    synth = httpx.post(f"{base}/api/v1/synth", json={"text": "Counted once.", "format": "wav"}, timeout=30)
+    speech = httpx.post(
+        f"{base}/v1/audio/speech",
+        json={"model": "tts-1", "input": "And once more.", "voice": "alloy"},
+        timeout=30,
+    )
+    assert synth.status_code == 200 and speech.status_code == 200
+    metrics = scrape(espeak_server)
+    after = metrics["streamer_oneshot_requests"]
+    assert count(after, "synth", "done") == count(before, "synth", "done") + 1
+    assert count(after, "speech", "done") == count(before, "speech", "done") + 1
+    ttfa = metrics["streamer_oneshot_time_to_first_audio_seconds"]
+    assert value(ttfa, "streamer_oneshot_time_to_first_audio_seconds_count", path="synth") >= 1
+    assert value(ttfa, "streamer_oneshot_time_to_first_audio_seconds_sum", path="speech") > 0
+
+
 def test_metrics_speak_openmetrics_when_asked(espeak_server: ServerProcess) -> None:
     response = httpx.get(
         f"{espeak_server.http_url}/metrics", headers={"Accept": "application/openmetrics-text"}, timeout=10

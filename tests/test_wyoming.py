@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from wyoming.audio import AudioChunk, AudioStart
@@ -141,6 +142,21 @@ async def test_many_streams_at_once(wyoming_server: tuple[ServerProcess, int]) -
 
     durations = await asyncio.gather(*(one(n) for n in range(6)))
     assert all(d > 1.0 for d in durations)
+
+
+async def test_wyoming_syntheses_show_in_the_metrics(wyoming_server: tuple[ServerProcess, int]) -> None:
+    server, port = wyoming_server
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        await client.write_event(Synthesize(text="Counted.").event())
+        await until(client, "audio-stop")
+    text = httpx.get(f"{server.http_url}/metrics", timeout=10).text
+    done = [
+        line for line in text.splitlines()
+        if line.startswith('streamer_oneshot_requests_total{') and 'path="wyoming"' in line
+        and 'outcome="done"' in line
+    ]  # fmt: skip
+    assert done and float(done[0].rsplit(" ", 1)[1]) >= 1
+    assert 'streamer_oneshot_time_to_first_audio_seconds_count{path="wyoming"}' in text
 
 
 # --- limits and bad input ------------------------------------------------------------------------

@@ -156,9 +156,9 @@ class _Synthesis:
     format: str
     sample_rate: int
 
-    def start(self, runtime: Runtime) -> OneShot:
+    def start(self, runtime: Runtime, path: str = "synth") -> OneShot:
         admit(runtime)
-        return OneShot(runtime, self.text, self.voice, self.speed, self.format, self.sample_rate)
+        return OneShot(runtime, self.text, self.voice, self.speed, self.format, self.sample_rate, path)
 
 
 def synth_request(runtime: Runtime, body: dict[str, Any]) -> _Synthesis:
@@ -375,7 +375,7 @@ async def speech(request: Request) -> Response:
     runtime = runtime_of(request)
     try:
         model, job = speech_request(runtime, await read_object(request))
-        oneshot = job.start(runtime)
+        oneshot = job.start(runtime, "speech")
         stream = oneshot.stream()
 
         async def first_bytes() -> bytes:

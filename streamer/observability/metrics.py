@@ -95,6 +95,20 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
+        self.oneshots = Counter(
+            "streamer_oneshot_requests",
+            "One-shot syntheses finished (/api/v1/synth, /v1/audio/speech, Wyoming), by path and outcome "
+            "(done, failed, cancelled).",
+            ["path", "outcome"],
+            registry=registry,
+        )
+        self.oneshot_ttfa_seconds = Histogram(
+            "streamer_oneshot_time_to_first_audio_seconds",
+            "Per one-shot synthesis: from its start to its first encoded bytes.",
+            ["path"],
+            buckets=TTFA_BUCKETS,
+            registry=registry,
+        )
         registry.register(_RuntimeCollector(runtime))
         ProcessCollector(namespace="streamer", registry=registry)
         runtime.pool.job_observers.append(self.observe_job)
@@ -118,6 +132,12 @@ class Metrics:
             self.ttfa_seconds.observe(ttfa_ms / 1000)
         if audio_ms > 0 and outcome == "done":  # an interrupted turn's ratio says little
             self.rtf.observe(synth_ms / audio_ms)
+
+    def observe_oneshot(self, path: str, outcome: str, ttfa_ms: float | None) -> None:
+        """One finished one-shot synthesis (``path``: synth, speech or wyoming)."""
+        self.oneshots.labels(path, outcome).inc()
+        if ttfa_ms is not None:
+            self.oneshot_ttfa_seconds.labels(path).observe(ttfa_ms / 1000)
 
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
         """The registry in the format the scraper asked for (text 0.0.4 unless it asks otherwise)."""

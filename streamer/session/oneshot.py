@@ -78,8 +78,10 @@ class OneShot:
         speed: float,
         fmt: str,
         sample_rate: int,
+        path: str = "synth",
     ) -> None:
         self.runtime = runtime
+        self.path = path  # which API asked, for the metrics: synth, speech or wyoming
         self.voice = voice
         self.speed = speed
         self.format = fmt
@@ -182,6 +184,7 @@ class OneShot:
                 self.outcome = "cancelled"  # the consumer stopped taking bytes: cancelled or closed
             self.close()
             self._log(started)
+            self.runtime.metrics.observe_oneshot(self.path, self.outcome, self.ttfa_ms)
 
     async def _take_feed(self, pending: deque[Chunk], arrived: asyncio.Event) -> None:
         """Cut the incoming text into chunks as it arrives; the end of the feed flushes the rest."""
@@ -228,6 +231,7 @@ class OneShot:
         audio_ms = self.duration_s * 1000
         log.info(
             "oneshot_finished",
+            path=self.path,
             outcome=self.outcome,
             error=self.error.code if self.error is not None else None,
             engine=self.voice.engine,
