@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,7 +67,9 @@ class ServerProcess:
             raise
 
 
-def start_server(tmp: Path, config: dict[str, Any], ready_timeout: float = 30) -> ServerProcess:
+def start_server(
+    tmp: Path, config: dict[str, Any], ready_timeout: float = 30, args: Sequence[str] = ()
+) -> ServerProcess:
     http_port, ws_port = free_port(), free_port()
     config_path = tmp / "config.yaml"
     base: dict[str, Any] = {"logging": {"level": "INFO", "format": "json"}}
@@ -77,7 +79,7 @@ def start_server(tmp: Path, config: dict[str, Any], ready_timeout: float = 30) -
     log_path = tmp / "server.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
     command = [sys.executable, "-m", "streamer", "serve", "--config", str(config_path), "--host", "127.0.0.1"]
-    command += ["--http-port", str(http_port), "--ws-port", str(ws_port)]
+    command += ["--http-port", str(http_port), "--ws-port", str(ws_port), *args]
     with log_path.open("wb") as log_file:  # the child keeps its own descriptor
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
     server = ServerProcess(process, http_port, ws_port, config_path, log_path)
@@ -95,8 +97,8 @@ def start_server(tmp: Path, config: dict[str, Any], ready_timeout: float = 30) -
 
 
 @contextlib.contextmanager
-def running_server(tmp: Path, config: dict[str, Any]) -> Iterator[ServerProcess]:
-    server = start_server(tmp, config)
+def running_server(tmp: Path, config: dict[str, Any], args: Sequence[str] = ()) -> Iterator[ServerProcess]:
+    server = start_server(tmp, config, args=args)
     try:
         yield server
     finally:

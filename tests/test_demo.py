@@ -345,3 +345,34 @@ def test_a_server_with_api_keys_asks_for_one(browser: Any, tmp_path: Path) -> No
             assert all("401" in e for e in demo.errors), demo.errors
         finally:
             demo.close()
+
+
+def test_the_page_works_under_a_path_prefix(browser: Any, tmp_path: Path) -> None:
+    """`--root-path /tts` behind a proxy that strips the prefix: the page must call /tts/api/v1/... and
+    open ws://host/tts/api/v1/stream. Playwright's request routing plays the proxy for the page's HTTP
+    requests (it does not see WebSockets or AudioWorklet modules, so the stream URL is read, not used)."""
+    config = {"tts": {"engine": "espeak"}, "pool": {"workers": 1}, "audio": {"default_format": "pcm"}}
+    with running_server(tmp_path, config, args=("--root-path", "/tts")) as server:
+        context = browser.new_context()
+        try:
+            page = context.new_page()
+            asked: list[str] = []
+
+            def strip_prefix(route: Any) -> None:
+                asked.append(route.request.url.split("/tts/", 1)[1])
+                route.continue_(url=route.request.url.replace("/tts/", "/", 1))
+
+            page.route("**/tts/**", strip_prefix)
+            page.set_default_timeout(ms(10))
+            page.goto(f"{server.http_url}/tts/demo/")
+            page.wait_for_selector("body[data-loaded=true]")
+            page.wait_for_function("document.querySelectorAll('#engine option').length > 0")
+            page.wait_for_function("document.querySelectorAll('#voice option').length > 0")
+            assert {"api/v1/engines", "api/v1/formats", "api/v1/engines/espeak/voices"} <= set(asked), asked
+            stream = page.evaluate("window.demoState.streamUrl")
+            assert stream == f"ws://127.0.0.1:{server.http_port}/tts/api/v1/stream"
+            # REST-created sessions name the same reachable URL, not the internal WebSocket port
+            created = httpx.post(f"{server.http_url}/api/v1/sessions", json={}, timeout=10).json()
+            assert created["ws_url"] == stream
+        finally:
+            context.close()

@@ -7,6 +7,9 @@
 import { decode } from "./msgpack.js";
 
 const STREAM_PATH = "/api/v1/stream";
+// The page is served at <prefix>/demo/; under `streamer serve --root-path /tts` behind a proxy, the
+// prefix is /tts, and the API and the stream live under it too.
+const BASE = location.pathname.replace(/\/demo(\/.*)?$/, "");
 const KEY_STORAGE = "streamer-demo-api-key";
 const SESSIONS_REFRESH_MS = 5000;
 const PING_EVERY_MS = 5000;
@@ -18,6 +21,7 @@ const MIME = {
 
 const state = {
   status: "disconnected", // disconnected | connecting | ready | closed
+  streamUrl: null, // where the page opens its WebSocket (without the API key)
   needsKey: false,
   sessionId: null,
   generation: 0, // the session's current generation (from ready / interrupted)
@@ -97,7 +101,7 @@ async function api(path, options = {}) {
   const headers = { Accept: "application/json", ...(options.headers || {}) };
   if (apiKey()) headers["X-API-Key"] = apiKey();
   if (options.body !== undefined) headers["Content-Type"] = "application/json";
-  const response = await fetch(path, {
+  const response = await fetch(BASE + path, {
     method: options.method || "GET",
     headers,
     body: options.body === undefined ? undefined : JSON.stringify(options.body),
@@ -299,8 +303,9 @@ let turnAudio = []; // this turn's audio data, for non-live formats and the down
 
 function streamUrl() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  state.streamUrl = `${scheme}//${location.host}${BASE}${STREAM_PATH}`;
   const key = apiKey();
-  return `${scheme}//${location.host}${STREAM_PATH}${key ? `?api_key=${encodeURIComponent(key)}` : ""}`;
+  return key ? `${state.streamUrl}?api_key=${encodeURIComponent(key)}` : state.streamUrl;
 }
 
 function sessionConfig() {
@@ -818,5 +823,6 @@ restoreKey();
 setStatus("disconnected");
 render();
 loadChoices().finally(() => {
+  streamUrl();
   document.body.dataset.loaded = "true";
 });

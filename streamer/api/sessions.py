@@ -72,13 +72,15 @@ async def create_session(request: Request) -> JSONResponse:
     if unknown:
         raise InvalidField(f"unknown field(s): {', '.join(unknown)}", field=unknown[0])
     session = runtime.new_session(parse_config(body, where="body"))
-    host = request.url.hostname or "127.0.0.1"
     scheme = "wss" if request.url.scheme == "https" else "ws"
-    answer = {
-        **details(runtime, session),
-        "resume_token": runtime.sessions.token(session),
-        "ws_url": f"{scheme}://{host}:{runtime.ws_port}/api/v1/stream",
-    }
+    root = request.scope.get("root_path", "")
+    if root:
+        # Behind a proxy that serves the app under a prefix: the internal WebSocket port is not what
+        # the client can reach, but the same origin and prefix are (the REST port serves the stream too).
+        ws_url = f"{scheme}://{request.url.netloc}{root}/api/v1/stream"
+    else:
+        ws_url = f"{scheme}://{request.url.hostname or '127.0.0.1'}:{runtime.ws_port}/api/v1/stream"
+    answer = {**details(runtime, session), "resume_token": runtime.sessions.token(session), "ws_url": ws_url}
     return JSONResponse(answer, status_code=201)
 
 
