@@ -88,7 +88,16 @@ async def test_later_chunks_keep_off_the_cores_of_a_wide_chunk(pool2: WorkerPool
     pool2.cancel(wide)
     await drain(later)
     assert later.started_at > first.started_at
-    assert later.request.threads == 1  # only first chunks are given more than one core
+    assert later.request.threads == 2  # alone: every core is free again
+
+    # two later chunks waiting behind a wide one: each gets one core, side by side, when it ends
+    wide = pool2.submit("a", "espeak", request(LONG), first=True)
+    pair = [pool2.submit(s, "espeak", request("A later chunk."), first=False) for s in ("b", "c")]
+    await asyncio.sleep(0.05)
+    assert [job.worker for job in pair] == [None, None]
+    pool2.cancel(wide)
+    await asyncio.gather(*(drain(job) for job in pair))
+    assert [job.request.threads for job in pair] == [1, 1]
 
 
 async def test_admission_refuses_when_the_queue_is_full(pool: WorkerPool) -> None:

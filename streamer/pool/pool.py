@@ -301,10 +301,12 @@ class WorkerPool:
                 job.started_at = started
             worker.jobs = batch
             if len(batch) == 1:
-                # A turn's first chunk that starts while other workers are idle may use their cores too
-                # (piper runs it on a wider ONNX session): its listener is waiting. Later chunks run on
-                # one core each, side by side, which gets more audio out of the cores.
-                threads = max(1, min(_MAX_CHUNK_THREADS, free)) if lead.first else 1
+                # A chunk that starts while other workers are idle may use their cores too (piper runs it
+                # on a wider ONNX session), less one for each waiting chunk that could use it: a turn's
+                # first chunk counts only other first chunks (later ones wait for it); a later chunk
+                # counts every waiting chunk (side by side, one core each, gets more audio out of them).
+                rivals = sum(1 for j in self._waiting if j.first or not lead.first)
+                threads = max(1, min(_MAX_CHUNK_THREADS, free - rivals))
                 lead.request = replace(lead.request, threads=threads)
                 message: tuple[Any, ...] = ("synth", lead.id, lead.engine, lead.request)
             else:

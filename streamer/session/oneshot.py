@@ -106,7 +106,9 @@ class OneShot:
         # Its own key in the pool's fair scheduler (and never a client-chosen one, which could collide).
         self._key = f"oneshot-{uuid.uuid4().hex[:16]}"
         self._frame_ms = settings.audio.frame_ms
-        self._max_inflight = settings.pool.max_inflight_per_session
+        # One more than a session: the whole text is known, and a chunk waiting in the pool when the
+        # one before it finishes tells the pool to run them side by side rather than each on every core.
+        self._max_inflight = settings.pool.max_inflight_per_session + 1
         self._jobs: deque[Job] = deque()  # submitted, in text order; the first is the one being played
         self._pauses: deque[bool] = deque()  # Chunk.pause of each of those
         self._encoder: StreamingEncoder | None = None
