@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +11,6 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-import yaml
 from starlette.routing import Mount, Route
 from structlog.testing import capture_logs
 
@@ -25,7 +18,7 @@ from streamer.api.app import rest_routes
 from streamer.config import Settings
 from streamer.security import CLOSE_UNAUTHORIZED, AccessControlMiddleware, check_key, warn_if_exposed
 
-from .conftest import TIMESCALE, ServerProcess, free_port, running_server
+from .conftest import ServerProcess, running_server
 from .helpers import Client
 
 KEYS = ["k1", "k2"]
@@ -291,37 +284,12 @@ def test_serve_on_all_interfaces_without_keys_logs_the_warning(
     tmp_path: Path, open_server: ServerProcess
 ) -> None:
     assert "access_control_off" not in open_server.log()  # loopback: no warning
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        yaml.safe_dump({"tts": {"engine": "espeak"}, "pool": {"workers": 1}, "logging": {"format": "json"}})
-    )
-    http_port, ws_port = free_port(), free_port()
-    log_path = tmp_path / "server.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
-    command = [sys.executable, "-m", "streamer", "serve", "--config", str(config), "--host", "0.0.0.0"]
-    command += ["--http-port", str(http_port), "--ws-port", str(ws_port)]
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline = time.monotonic() + 30 * TIMESCALE
-        while time.monotonic() < deadline and process.poll() is None:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{http_port}/health", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.05)
-        log = log_path.read_text()
-        assert process.poll() is None, log
-        warnings = [line for line in log.splitlines() if "access_control_off" in line]
-        assert len(warnings) == 1, log
-        assert '"host":"0.0.0.0"' in warnings[0].replace(" ", "")
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30 * TIMESCALE)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+    config = {"tts": {"engine": "espeak"}, "pool": {"workers": 1}}
+    with running_server(tmp_path, config, args=("--host", "0.0.0.0")) as server:  # the later --host wins
+        log = server.log()
+    warnings = [line for line in log.splitlines() if "access_control_off" in line]
+    assert len(warnings) == 1, log
+    assert '"host":"0.0.0.0"' in warnings[0].replace(" ", "")
 
 
 def test_public_paths_are_judged_without_the_root_path() -> None:
