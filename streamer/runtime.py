@@ -73,8 +73,10 @@ class Runtime:
             max_batch=settings.pool.max_batch,
             nice=settings.pool.nice,
         )
-        self.pool.wide_engines = {
-            name for name, engine in self.catalog.engines.items() if engine.capabilities.threads
+        self.pool.chunk_threads = {
+            name: engine.capabilities.threads
+            for name, engine in self.catalog.engines.items()
+            if engine.capabilities.threads > 1
         }
         self.sessions = SessionRegistry(
             settings.security.secret_key,

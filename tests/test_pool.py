@@ -78,7 +78,7 @@ async def test_a_chunk_may_use_the_cores_of_idle_workers(pool2: WorkerPool) -> N
 
 
 async def test_later_chunks_keep_off_the_cores_of_a_wide_chunk(pool2: WorkerPool) -> None:
-    pool2.wide_engines = {"espeak"}  # the pool's bookkeeping is the same whatever the engine does with it
+    pool2.chunk_threads = {"espeak": 2}  # the pool's bookkeeping is the same whatever the engine does with it
     wide = pool2.submit("a", "espeak", request(LONG), first=True)
     later = pool2.submit("b", "espeak", request("A later chunk."), first=False)
     first = pool2.submit("c", "espeak", request("A first chunk."), first=True)

@@ -35,9 +35,9 @@ class Capabilities:
     speed: bool = True
     pitch: bool = False
     blending: bool = False
-    # Runs a chunk on as many cores as SynthesisRequest.threads allows (the pool then keeps those cores
-    # free of later chunks until it is done).
-    threads: bool = False
+    # Most cores one chunk can run on when SynthesisRequest.threads allows it; the pool keeps that many
+    # of the cores it gave a chunk free of later chunks until it is done.
+    threads: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,8 +60,9 @@ class SynthesisRequest:
     voice: str
     speed: float = 1.0
     options: dict[str, Any] = field(default_factory=dict)
-    # Cores this chunk may use, set by the pool when it hands the chunk out: the cores no other worker
-    # is busy on (at least 1). 0: not set; the engine uses its own setting. Engines may ignore it.
+    # Cores this chunk may use, set by the pool when it hands the chunk out: the cores no running chunk
+    # holds, less one per waiting chunk that could use one (at least 1). 0: not set; the engine uses its
+    # own setting. Engines may use fewer (Capabilities.threads) or ignore it.
     threads: int = 0
 
 

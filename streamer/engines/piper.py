@@ -87,7 +87,6 @@ class PiperEngine:
     """
 
     name = "piper"
-    capabilities = Capabilities(streaming=False, speed=True)
 
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         settings = settings or {}
@@ -95,7 +94,7 @@ class PiperEngine:
         self._threads = int(settings.get("threads") or 0)
         # Adaptive: the wide session's threads (1: there is no wide session; one core, or fixed threads).
         self._wide = min(_WIDE_MAX, usable_cores()) if self._threads == 0 else 1
-        self.capabilities = Capabilities(streaming=False, speed=True, threads=self._wide > 1)
+        self.capabilities = Capabilities(streaming=False, speed=True, threads=self._wide)
         self._catalog: dict[str, _VoiceFiles] | None = None
         self._loaded: dict[tuple[str, int], PiperVoice] = {}
         self._load_lock = threading.Lock()

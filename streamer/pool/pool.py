@@ -31,8 +31,6 @@ from .worker import worker_main
 
 log = structlog.get_logger(__name__)
 
-_MAX_CHUNK_THREADS = 4  # no engine here gains much past 4 intra-op threads for one chunk
-
 _STOP_JOIN_S = 2.0
 _STABLE_S = 5.0  # a worker that dies sooner than this after starting is crash-looping: back off
 _MAX_BACKOFF_S = 30.0
@@ -92,8 +90,9 @@ class WorkerPool:
         nice: int = 0,
     ) -> None:
         self.cores = usable_cores()
-        # Engines whose chunks use the cores they are given (Capabilities.threads); set by the runtime.
-        self.wide_engines: set[str] = set()
+        # Engines whose chunks run on more than one core when given them, and on how many at most
+        # (Capabilities.threads); set by the runtime. Other engines' chunks hold one core.
+        self.chunk_threads: dict[str, int] = {}
         self.size = workers or self.cores
         self.max_batch = max_batch
         self.nice = nice
@@ -306,7 +305,7 @@ class WorkerPool:
                 # first chunk counts only other first chunks (later ones wait for it); a later chunk
                 # counts every waiting chunk (side by side, one core each, gets more audio out of them).
                 rivals = sum(1 for j in self._waiting if j.first or not lead.first)
-                threads = max(1, min(_MAX_CHUNK_THREADS, free - rivals))
+                threads = max(1, free - rivals)
                 lead.request = replace(lead.request, threads=threads)
                 message: tuple[Any, ...] = ("synth", lead.id, lead.engine, lead.request)
             else:
@@ -317,8 +316,8 @@ class WorkerPool:
 
     def _held_cores(self, worker: _Worker) -> int:
         jobs = worker.jobs
-        if len(jobs) == 1 and jobs[0].engine in self.wide_engines:
-            return max(1, jobs[0].request.threads)
+        if len(jobs) == 1:
+            return min(max(1, jobs[0].request.threads), self.chunk_threads.get(jobs[0].engine, 1))
         return 1 if jobs else 0
 
     def _free_cores(self) -> int:
