@@ -109,8 +109,8 @@ class OneShot:
         # One more than a session: the whole text is known, and a chunk waiting in the pool when the
         # one before it finishes tells the pool to run them side by side rather than each on every core.
         self._max_inflight = settings.pool.max_inflight_per_session + 1
-        self._jobs: deque[Job] = deque()  # submitted, in text order; the first is the one being played
-        self._pauses: deque[bool] = deque()  # Chunk.pause of each of those
+        # Submitted, in text order, each with its chunk; the first is the one being played.
+        self._jobs: deque[tuple[Job, Chunk]] = deque()
         self._encoder: StreamingEncoder | None = None
         self._streamed = False
         self._started = 0.0
@@ -141,17 +141,17 @@ class OneShot:
                 while pending and len(self._jobs) < self._max_inflight:
                     chunk = pending.popleft()
                     request = SynthesisRequest(text=chunk.text, voice=self.voice.voice, speed=self.speed)  # type: ignore[arg-type]
-                    self._jobs.append(pool.submit(self._key, self.voice.engine, request, first=chunk.first))
-                    self._pauses.append(chunk.pause)
+                    job = pool.submit(self._key, self.voice.engine, request, first=chunk.first)
+                    self._jobs.append((job, chunk))
                 if not self._jobs:  # the text so far is spoken: wait for more
                     arrived.clear()
                     if not pending and feeder is not None and not feeder.done():
                         await arrived.wait()
                     continue
-                job = self._jobs[0]
+                job, chunk = self._jobs[0]
                 shaper = ChunkShaper()
                 rate = self.voice.sample_rate
-                shaper.start_chunk(rate, tail_ms=None if self._pauses[0] else PHRASE_GAP_MS)
+                shaper.start_chunk(rate, tail_ms=None if chunk.pause else PHRASE_GAP_MS)
                 async with contextlib.aclosing(job.blocks()) as blocks:
                     async for rate, block in blocks:
                         for piece in split_frames(shaper.process(block), self._frame_samples(rate)):
@@ -163,7 +163,6 @@ class OneShot:
                 if data := self._encode(encoder, shaper.end_chunk(), rate):  # a few ms: one frame
                     yield data
                 self._jobs.popleft()
-                self._pauses.popleft()
                 self.synth_ms += job.timings.get("synth_ms") or 0.0
             if feeder is not None:
                 await feeder  # raises what the text source raised
@@ -213,8 +212,7 @@ class OneShot:
         """Cancel the jobs still in the pool and abandon the encoder; safe to call more than once."""
         pool = self.runtime.pool
         while self._jobs:
-            pool.cancel(self._jobs.popleft())
-        self._pauses.clear()
+            pool.cancel(self._jobs.popleft()[0])
         pool.forget_session(self._key)
         if self._encoder is not None:
             self._encoder.close()
