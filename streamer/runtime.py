@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import deque
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psutil
 import structlog
@@ -21,14 +19,11 @@ from .engines.catalog import Catalog, ResolvedVoice
 from .errors import ConfigError, UnknownEngine, UnsupportedFormat
 from .observability.logging import set_level
 from .observability.looplag import LoopLagMonitor
-from .observability.metrics import Metrics
+from .observability.metrics import Metrics, ServerState
 from .pool import WorkerPool
 from .protocol import SessionConfig
-from .session.state import Session, SessionRegistry
+from .session.state import Attachment, Session, SessionRegistry
 from .text import Chunker
-
-if TYPE_CHECKING:
-    from .session.connection import Connection
 
 log = structlog.get_logger(__name__)
 
@@ -83,18 +78,13 @@ class Runtime:
             resume_window_s=settings.sessions.resume_window_s,
             idle_timeout_s=settings.sessions.idle_timeout_s,
         )
-        self.connections: set[Connection] = set()
+        self.connections: set[Attachment] = set()
         self.draining = False
         self.started = False
         self.ws_port = settings.server.websocket_port  # the bound port, set by the server
         self.loop_lag = LoopLagMonitor()
         self._background: list[asyncio.Task[None]] = []
-        self.counters: dict[str, int] = {"sessions_opened": 0, "interrupts": 0, "audio_bytes": 0, "turns": 0}
-        self.ttfa_ms: deque[float] = deque(maxlen=1000)  # recent turns' time to first audio
-        self.requests_total = 0
-        self.requests_seconds = 0.0
-        self.request_observers: list[Callable[[str, int, float], None]] = []
-        self.metrics = Metrics(self)
+        self.metrics = Metrics(self.pool, self._state)
 
     async def start(self) -> None:
         await self.pool.start()
@@ -151,11 +141,14 @@ class Runtime:
     def uptime_s(self) -> float:
         return time.monotonic() - self.started_monotonic
 
-    def record_request(self, path: str, status: int, seconds: float) -> None:
-        self.requests_total += 1
-        self.requests_seconds += seconds
-        for observe in self.request_observers:
-            observe(path, status, seconds)
+    def _state(self) -> ServerState:
+        sessions = self.sessions.sessions.values()
+        return ServerState(
+            sessions=len(sessions),
+            active_sessions=sum(1 for s in sessions if s.connected),
+            connections=len(self.connections),
+            draining=self.draining,
+        )
 
     def _check_settings(self, new: Settings) -> None:
         """Refuse a live config whose engine this server cannot run (the schema cannot know)."""
@@ -231,20 +224,10 @@ class Runtime:
                 max_chunk_chars=chunker_settings.max_chunk_chars,
             ),
         )
-        self.counters["sessions_opened"] += 1
+        self.metrics.sessions_opened.inc()
         return self.sessions.add(session)
 
-    def record_ttfa(self, ms: float) -> None:
-        self.counters["turns"] += 1
-        self.ttfa_ms.append(ms)
-
-    def status(self) -> dict[str, Any]:
-        return {
-            "engine": self.catalog.default_engine,
-            "engines": sorted(self.catalog.engines),
-            "pool": self.pool.status(),
-            "active_connections": len(self.connections),
-            "sessions": len(self.sessions.sessions),
-            "loop_lag": self.loop_lag.summary(),
-            "counters": dict(self.counters),
-        }
+    def counters(self) -> dict[str, int]:
+        """The running totals ``/api/v1/status`` reports, read from the Prometheus instruments."""
+        figures = self.metrics.summary()
+        return {key: figures[key] for key in ("sessions_opened", "interrupts", "audio_bytes", "turns")}

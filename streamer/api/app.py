@@ -70,9 +70,7 @@ def create_apps(runtime: Runtime) -> tuple[ASGIApp, ASGIApp]:
         # Outside in: metrics (every response counted) → request context → API keys → the app.
         guarded = AccessControlMiddleware(app, api_keys=lambda: runtime.settings.security.api_keys)
         context = RequestContextMiddleware(
-            guarded,
-            max_body=lambda: runtime.settings.limits.max_request_bytes,
-            on_request=runtime.record_request,
+            guarded, max_body=lambda: runtime.settings.limits.max_request_bytes
         )
         return RequestMetricsMiddleware(context, runtime.metrics, app.routes)
 

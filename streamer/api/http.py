@@ -65,12 +65,9 @@ def error_response(
 class RequestContextMiddleware:
     """Outermost middleware: ids, timing headers, request logging, body size, last-resort 500."""
 
-    def __init__(
-        self, app: ASGIApp, max_body: Callable[[], int], on_request: Callable[[str, int, float], None]
-    ) -> None:
+    def __init__(self, app: ASGIApp, max_body: Callable[[], int]) -> None:
         self.app = app
         self.max_body = max_body
-        self.on_request = on_request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -115,7 +112,6 @@ class RequestContextMiddleware:
                 await response(scope, receive, send_with_headers)
         finally:
             elapsed = time.perf_counter() - started
-            self.on_request(scope.get("path", ""), status, elapsed)
             log.info(
                 "request_handled",
                 method=scope.get("method"),

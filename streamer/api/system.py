@@ -113,7 +113,7 @@ async def status(request: Request) -> JSONResponse:
         "sessions": len(runtime.sessions.sessions),
         "pool": pool,
         "loop_lag": runtime.loop_lag.summary(),
-        "counters": dict(runtime.counters),
+        "counters": runtime.counters(),
         "pending_restart": runtime.config.pending_restart,
     }
     return JSONResponse(body)
@@ -126,25 +126,23 @@ async def metrics(request: Request) -> JSONResponse:
     for pid in runtime.pool.worker_pids():
         with contextlib.suppress(psutil.Error):  # a worker that just exited
             workers_memory += psutil.Process(pid).memory_info().rss
-    ttfa = sorted(runtime.ttfa_ms)
+    figures = runtime.metrics.summary()
     return JSONResponse(
         {
             "timestamp": now_iso(),
             "uptime_seconds": round(runtime.uptime_s, 3),
             "active_sessions": sum(1 for s in runtime.sessions.sessions.values() if s.connected),
-            "total_requests": runtime.requests_total,
-            "average_latency_ms": round(runtime.requests_seconds * 1000 / runtime.requests_total, 3)
-            if runtime.requests_total
-            else 0.0,
+            "total_requests": figures["total_requests"],
+            "average_latency_ms": figures["average_latency_ms"],
             "queue_size": runtime.pool.queue_depth,
             "memory_usage_mb": round(memory / 2**20, 2),
             "cpu_usage_percent": runtime.process.cpu_percent(None),
             "workers_memory_mb": round(workers_memory / 2**20, 2),
             "sessions_total": len(runtime.sessions.sessions),
-            "turns": runtime.counters["turns"],
-            "interrupts": runtime.counters["interrupts"],
-            "ttfa_ms_p50": round(ttfa[len(ttfa) // 2], 3) if ttfa else None,
-            "ttfa_ms_p95": round(ttfa[min(len(ttfa) - 1, int(len(ttfa) * 0.95))], 3) if ttfa else None,
+            "turns": figures["turns"],
+            "interrupts": figures["interrupts"],
+            "ttfa_ms_p50": figures["ttfa_ms_p50"],
+            "ttfa_ms_p95": figures["ttfa_ms_p95"],
         }
     )
 

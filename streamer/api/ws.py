@@ -8,8 +8,9 @@ import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..protocol import encode, error_event
+from ..protocol.events import CLOSE_POLICY, CLOSE_RESTART, CLOSE_SERVER_ERROR, CLOSE_TRY_AGAIN
 from ..runtime import Runtime
-from ..session.connection import CLOSE_POLICY, CLOSE_RESTART, CLOSE_SERVER_ERROR, CLOSE_TRY_AGAIN, Connection
+from ..session.connection import Connection
 
 log = structlog.get_logger(__name__)
 

@@ -1,9 +1,13 @@
 """Prometheus metrics: one registry per runtime, request metrics by route template, ``GET /metrics``.
 
-Event figures (requests, time to first audio, synthesis time per chunk, real-time factor, turns)
-are observed as they happen. State (queue depth, busy workers, sessions, connections) and the
-runtime's own counters (interrupts, audio bytes, worker restarts) are read at scrape time by a
-collector, so the hot paths keep counting in plain integers and nothing can drift.
+Event figures (requests, time to first audio, synthesis time per chunk, real-time factor, turns,
+interrupts, audio bytes, sessions opened) are observed as they happen. State (queue depth, busy
+workers, sessions, connections) is read at scrape time by a collector, from a ``ServerState`` the
+server hands over as a callable: this module knows nothing of the runtime or the sessions.
+
+These instruments are the one source of the figures: ``GET /metrics`` exposes them, and ``summary()``
+reads them back for ``GET /api/v1/metrics`` and ``/api/v1/status`` (percentiles estimated from the
+histogram's buckets, as Prometheus's ``histogram_quantile`` does).
 
 The registry is the runtime's, never prometheus_client's global one: two servers (or two tests)
 in one process do not collide, and a scrape shows only this server's figures.
@@ -11,9 +15,11 @@ in one process do not collide, and a scrape shows only this server's figures.
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.exposition import choose_encoder
@@ -27,8 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import __version__
 
 if TYPE_CHECKING:
-    from ..pool import Job
-    from ..runtime import Runtime
+    from ..pool import Job, WorkerPool
 
 # Seconds. Time to first audio is the number this server exists for: fine steps below 300 ms.
 TTFA_BUCKETS = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0)
@@ -45,10 +50,20 @@ UNMATCHED_ROUTE = "unmatched"  # one label for every path no route matched: scan
 disable_created_metrics()
 
 
-class Metrics:
-    """The runtime's metrics; ``registry`` is what ``GET /metrics`` exposes."""
+@dataclass(frozen=True, slots=True)
+class ServerState:
+    """What the server is holding now, read at scrape time."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    sessions: int  # held, detached (resumable) ones included
+    active_sessions: int  # with a connection attached
+    connections: int  # open WebSocket connections
+    draining: bool
+
+
+class Metrics:
+    """The server's metrics; ``registry`` is what ``GET /metrics`` exposes."""
+
+    def __init__(self, pool: WorkerPool, state: Callable[[], ServerState]) -> None:
         self.registry = CollectorRegistry()
         registry = self.registry
         self.requests = Counter(
@@ -109,9 +124,16 @@ class Metrics:
             buckets=TTFA_BUCKETS,
             registry=registry,
         )
-        registry.register(_RuntimeCollector(runtime))
+        self.sessions_opened = Counter(
+            "streamer_sessions_opened", "Sessions opened (resumes not counted).", registry=registry
+        )
+        self.interrupts = Counter("streamer_interrupts", "Interrupts (barge-ins) handled.", registry=registry)
+        self.audio_bytes = Counter(
+            "streamer_audio_bytes", "Encoded audio bytes sent to clients.", registry=registry
+        )
+        registry.register(_StateCollector(pool, state))
         ProcessCollector(namespace="streamer", registry=registry)
-        runtime.pool.job_observers.append(self.observe_job)
+        pool.job_observers.append(self.observe_job)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()
@@ -139,21 +161,74 @@ class Metrics:
         if ttfa_ms is not None:
             self.oneshot_ttfa_seconds.labels(path).observe(ttfa_ms / 1000)
 
+    def summary(self) -> dict[str, Any]:
+        """The instruments' figures as ``GET /api/v1/metrics`` and ``/api/v1/status`` report them."""
+        requests = _total(self.request_seconds, "_count")
+        ttfa_count = _total(self.ttfa_seconds, "_count")
+        return {
+            "total_requests": int(_total(self.requests, "_total")),
+            "average_latency_ms": round(_total(self.request_seconds, "_sum") * 1000 / requests, 3)
+            if requests
+            else 0.0,
+            "turns": int(ttfa_count),  # turns that reached their first audio
+            "interrupts": int(_total(self.interrupts, "_total")),
+            "sessions_opened": int(_total(self.sessions_opened, "_total")),
+            "audio_bytes": int(_total(self.audio_bytes, "_total")),
+            "ttfa_ms_p50": _quantile_ms(self.ttfa_seconds, 0.5),
+            "ttfa_ms_p95": _quantile_ms(self.ttfa_seconds, 0.95),
+        }
+
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
         """The registry in the format the scraper asked for (text 0.0.4 unless it asks otherwise)."""
         encoder, content_type = choose_encoder(accept or "")
         return encoder(self.registry), content_type
 
 
-class _RuntimeCollector:
+def _total(instrument: Counter | Histogram, suffix: str) -> float:
+    """The sum over every label set of the instrument's samples named ``*suffix``."""
+    return sum(
+        sample.value
+        for metric in instrument.collect()
+        for sample in metric.samples
+        if sample.name.endswith(suffix)
+    )
+
+
+def _quantile_ms(histogram: Histogram, q: float) -> float | None:
+    """Prometheus's ``histogram_quantile``: linear inside the bucket the rank falls in; None when empty."""
+    buckets: dict[float, float] = {}
+    for metric in histogram.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_bucket"):
+                bound = float(sample.labels["le"])
+                buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    bounds = sorted(buckets)
+    count = buckets.get(math.inf, 0.0)
+    if not count:
+        return None
+    rank = q * count
+    lower, below = 0.0, 0.0
+    for bound in bounds:
+        cumulative = buckets[bound]
+        if cumulative >= rank:
+            if math.isinf(bound):
+                return round(lower * 1000, 3)  # past the last finite bucket: its bound is all we know
+            share = (rank - below) / (cumulative - below) if cumulative > below else 0.0
+            return round((lower + (bound - lower) * share) * 1000, 3)
+        lower, below = bound, cumulative
+    return None
+
+
+class _StateCollector:
     """State read at scrape time: what is true now, not what was last set."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+    def __init__(self, pool: WorkerPool, state: Callable[[], ServerState]) -> None:
+        self.pool = pool
+        self.state = state
 
     def collect(self) -> Iterator[Metric]:
-        runtime = self.runtime
-        pool = runtime.pool
+        pool = self.pool
+        state = self.state()
 
         def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
             return GaugeMetricFamily(name, doc, value=value)
@@ -171,24 +246,10 @@ class _RuntimeCollector:
             "streamer_workers_ready", "Worker processes alive and ready.", pool.status()["ready_workers"]
         )
         yield gauge("streamer_workers_busy", "Worker processes synthesizing a chunk now.", pool.busy_workers)
-        yield gauge(
-            "streamer_active_sessions",
-            "Sessions with a connection attached.",
-            sum(1 for s in runtime.sessions.sessions.values() if s.connected),
-        )
-        yield gauge(
-            "streamer_sessions",
-            "Sessions held, detached ones (resumable) included.",
-            len(runtime.sessions.sessions),
-        )
-        yield gauge("streamer_active_connections", "Open WebSocket connections.", len(runtime.connections))
-        yield gauge("streamer_draining", "1 while the server is shutting down.", int(runtime.draining))
-        counters = runtime.counters
-        yield counter(
-            "streamer_sessions_opened", "Sessions opened (resumes not counted).", counters["sessions_opened"]
-        )
-        yield counter("streamer_interrupts", "Interrupts (barge-ins) handled.", counters["interrupts"])
-        yield counter("streamer_audio_bytes", "Encoded audio bytes sent to clients.", counters["audio_bytes"])
+        yield gauge("streamer_active_sessions", "Sessions with a connection attached.", state.active_sessions)
+        yield gauge("streamer_sessions", "Sessions held, detached ones (resumable) included.", state.sessions)
+        yield gauge("streamer_active_connections", "Open WebSocket connections.", state.connections)
+        yield gauge("streamer_draining", "1 while the server is shutting down.", int(state.draining))
         yield counter("streamer_worker_restarts", "Worker processes respawned after exiting.", pool.restarts)
         yield counter("streamer_chunks_synthesized", "Chunks the pool finished.", pool.jobs_done)
 

@@ -1,9 +1,9 @@
-"""The WebSocket wire protocol, sans I/O: parse and check client messages, build and encode server ones."""
+"""The WebSocket wire protocol, sans I/O: client messages, typed server events, the session state machine."""
 
 from .codec import decode, encode
+from .events import PROTOCOL_VERSION, ServerEvent, error_event
 from .limits import RateLimiter
 from .messages import (
-    PROTOCOL_VERSION,
     ClientMessage,
     Config,
     End,
@@ -13,10 +13,10 @@ from .messages import (
     SessionConfig,
     Start,
     Text,
-    error_event,
     parse,
     parse_config,
 )
+from .session import SessionProtocol
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -27,7 +27,9 @@ __all__ = [
     "Interrupt",
     "Ping",
     "RateLimiter",
+    "ServerEvent",
     "SessionConfig",
+    "SessionProtocol",
     "Start",
     "Text",
     "decode",

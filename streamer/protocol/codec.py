@@ -8,6 +8,7 @@ import msgpack
 import orjson
 
 from ..errors import InvalidMessage, MessageTooLarge
+from .events import ServerEvent
 
 
 def decode(data: str | bytes, max_bytes: int) -> dict[str, Any]:
@@ -32,8 +33,10 @@ def decode(data: str | bytes, max_bytes: int) -> dict[str, Any]:
     return obj
 
 
-def encode(message: dict[str, Any], binary: bool) -> str | bytes:
-    """A server message as a text frame (JSON) or a binary frame (msgpack)."""
+def encode(message: ServerEvent | dict[str, Any], binary: bool) -> str | bytes:
+    """A server event (or a wire object) as a text frame (JSON) or a binary frame (msgpack)."""
+    if not isinstance(message, dict):
+        message = message.to_wire()
     if binary:
         return msgpack.packb(message, use_bin_type=True)
     return orjson.dumps(message).decode()

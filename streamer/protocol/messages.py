@@ -1,4 +1,4 @@
-"""Wire protocol v1: client messages parsed and checked, server messages built. No I/O.
+"""Wire protocol v1: client messages parsed and checked into typed messages. No I/O.
 
 Every message is an object with a ``type``. See docs/protocol.md for the flows.
 """
@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InvalidField, TextTooLong, UnknownType, UnsupportedProtocol
-
-PROTOCOL_VERSION = 1
-CONFIG_KEYS = ("engine", "voice", "voice_id", "language", "speed", "format", "sample_rate")
+from .events import PROTOCOL_VERSION
+from .fields import CONFIG_KEYS, Voice, check_sample_rate, check_speed, check_voice
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,7 +18,7 @@ class SessionConfig:
     """A partial session configuration: only the keys the client sent are not None."""
 
     engine: str | None = None
-    voice: str | dict[str, float] | None = None
+    voice: Voice | None = None
     voice_id: int | None = None  # index of a voice in its language's list (REST contract)
     language: str | None = None
     speed: float | None = None
@@ -94,38 +93,18 @@ def parse_config(raw: Any, where: str = "config") -> SessionConfig:
         return SessionConfig()
     if not isinstance(raw, dict):
         raise InvalidField(f"field '{where}' must be an object", field=where)
-    voice = raw.get("voice")
-    if isinstance(voice, dict):
-        if not voice or not all(
-            isinstance(k, str) and isinstance(w, int | float) and not isinstance(w, bool)
-            for k, w in voice.items()
-        ):
-            raise InvalidField(
-                f"field '{where}.voice' as a blend must map speaker names to numeric weights",
-                field=f"{where}.voice",
-            )
-        voice = {k: float(w) for k, w in voice.items()}
-    elif voice is not None and not isinstance(voice, str):
-        raise InvalidField(
-            f"field '{where}.voice' must be a string or a blend object", field=f"{where}.voice"
-        )
-    speed = _get(raw, "speed", (int, float))
-    if speed is not None and not 0.25 <= speed <= 4.0:
-        raise InvalidField(f"field '{where}.speed' must be between 0.25 and 4.0", field=f"{where}.speed")
+    voice = check_voice(raw.get("voice"), f"{where}.voice")
+    speed = check_speed(raw.get("speed"), f"{where}.speed")
     voice_id = _get(raw, "voice_id", int)
     if voice_id is not None and voice_id < 0:
         raise InvalidField(f"field '{where}.voice_id' must be 0 or more", field=f"{where}.voice_id")
-    sample_rate = _get(raw, "sample_rate", int)
-    if sample_rate is not None and not 8000 <= sample_rate <= 48000:
-        raise InvalidField(
-            f"field '{where}.sample_rate' must be between 8000 and 48000", field=f"{where}.sample_rate"
-        )
+    sample_rate = check_sample_rate(raw.get("sample_rate"), f"{where}.sample_rate")
     return SessionConfig(
         engine=_get(raw, "engine", str),
         voice=voice,
         voice_id=voice_id,
         language=_get(raw, "language", str),
-        speed=float(speed) if speed is not None else None,
+        speed=speed,
         format=_get(raw, "format", str),
         sample_rate=sample_rate,
     )
@@ -172,17 +151,3 @@ def parse(obj: dict[str, Any], max_text_chars: int) -> ClientMessage:
             config=parse_config(obj.get("config")),
         )
     raise UnknownType(f"unknown message type '{kind}'", received_type=kind)
-
-
-# ---- server -> client ---------------------------------------------------------------------------
-
-
-def error_event(
-    code: str, message: str, fatal: bool, id: str | int | None = None, **extra: Any
-) -> dict[str, Any]:
-    event: dict[str, Any] = {"type": "error", "code": code, "message": message, "fatal": fatal}
-    if id is not None:
-        event["id"] = id
-    for key, value in extra.items():
-        event.setdefault(key, value)  # details never overwrite the event's own fields
-    return event

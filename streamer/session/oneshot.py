@@ -28,27 +28,24 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-import numpy as np
 import structlog
 
-from ..audio import MIME_TYPES, PHRASE_GAP_MS, ChunkShaper, StreamingEncoder, output_sample_rate, split_frames
-from ..engines.base import SynthesisRequest
+from ..audio import MIME_TYPES, StreamingEncoder, output_sample_rate
 from ..engines.catalog import ResolvedVoice
 from ..errors import OverloadedError, StreamerError
 from ..pool import Job
 from ..text import Chunk, Chunker
-
-if TYPE_CHECKING:
-    from ..runtime import Runtime
+from .host import SessionHost
+from .pipeline import ChunkPlayback, submit
 
 log = structlog.get_logger(__name__)
 
 Outcome = Literal["pending", "done", "failed", "cancelled"]
 
 
-def admit(runtime: Runtime) -> None:
+def admit(runtime: SessionHost) -> None:
     """Refuse new one-shot work with ``OverloadedError`` when the server drains or its queue is full."""
     if runtime.draining:
         raise OverloadedError("the server is shutting down", retry_after=5)
@@ -72,7 +69,7 @@ class OneShot:
 
     def __init__(
         self,
-        runtime: Runtime,
+        runtime: SessionHost,
         text: str | AsyncIterator[str],
         voice: ResolvedVoice,
         speed: float,
@@ -113,7 +110,6 @@ class OneShot:
         self._jobs: deque[tuple[Job, Chunk]] = deque()
         self._encoder: StreamingEncoder | None = None
         self._streamed = False
-        self._started = 0.0
 
     @property
     def duration_s(self) -> float:
@@ -135,33 +131,24 @@ class OneShot:
         pending = deque(self.chunks)
         arrived = asyncio.Event()
         feeder = asyncio.create_task(self._take_feed(pending, arrived)) if self._feed is not None else None
-        self._started = started = time.perf_counter()
+        started = time.perf_counter()
         try:
             while pending or self._jobs or (feeder is not None and not feeder.done()):
                 while pending and len(self._jobs) < self._max_inflight:
                     chunk = pending.popleft()
-                    request = SynthesisRequest(text=chunk.text, voice=self.voice.voice, speed=self.speed)  # type: ignore[arg-type]
-                    job = pool.submit(self._key, self.voice.engine, request, first=chunk.first)
-                    self._jobs.append((job, chunk))
+                    self._jobs.append((submit(pool, self._key, (chunk, self.voice, self.speed), None), chunk))
                 if not self._jobs:  # the text so far is spoken: wait for more
                     arrived.clear()
                     if not pending and feeder is not None and not feeder.done():
                         await arrived.wait()
                     continue
                 job, chunk = self._jobs[0]
-                shaper = ChunkShaper()
-                rate = self.voice.sample_rate
-                shaper.start_chunk(rate, tail_ms=None if chunk.pause else PHRASE_GAP_MS)
-                async with contextlib.aclosing(job.blocks()) as blocks:
-                    async for rate, block in blocks:
-                        for piece in split_frames(shaper.process(block), self._frame_samples(rate)):
-                            if data := self._encode(encoder, piece, rate):
-                                yield data
-                            # Sending rarely suspends, so a sentence would otherwise go out in one loop
-                            # step: this lets other requests run, and a disconnect be seen, between frames.
-                            await asyncio.sleep(0)
-                if data := self._encode(encoder, shaper.end_chunk(), rate):  # a few ms: one frame
-                    yield data
+                playback = ChunkPlayback(job, chunk, self.voice.sample_rate, encoder, self._frame_ms)
+                async for _, data in playback.frames():
+                    if data:
+                        if self.ttfa_ms is None:
+                            self.ttfa_ms = (time.perf_counter() - started) * 1000
+                        yield data
                 self._jobs.popleft()
                 self.synth_ms += job.timings.get("synth_ms") or 0.0
             if feeder is not None:
@@ -216,15 +203,6 @@ class OneShot:
         pool.forget_session(self._key)
         if self._encoder is not None:
             self._encoder.close()
-
-    def _frame_samples(self, rate: int) -> int:
-        return max(1, rate * self._frame_ms // 1000)
-
-    def _encode(self, encoder: StreamingEncoder, pcm: np.ndarray, rate: int) -> bytes:
-        data = encoder.encode(pcm, rate)
-        if data and self.ttfa_ms is None:
-            self.ttfa_ms = (time.perf_counter() - self._started) * 1000
-        return data
 
     def _log(self, started: float) -> None:
         """The one summary line per synthesis."""

@@ -7,19 +7,41 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 from itsdangerous import BadSignature, URLSafeSerializer
 
 from ..engines.catalog import ResolvedVoice
 from ..errors import InvalidToken, SessionNotFound
+from ..protocol.events import ServerEvent
 from ..text import Chunker
 
-if TYPE_CHECKING:
-    from .connection import Connection
-
 log = structlog.get_logger(__name__)
+
+
+class Attachment(Protocol):
+    """What a session, the REST API and shutdown need of the connection a session is attached to."""
+
+    close_code: int | None  # set once the connection closes (or is told to)
+
+    @property
+    def chunks_queued(self) -> int: ...
+
+    @property
+    def idle(self) -> bool:
+        """No turn open or being spoken: a draining server may close it now."""
+        ...
+
+    def interrupt(self) -> None: ...
+
+    def supersede(self) -> None:
+        """Another connection resumed the session: stop acting on it, then close."""
+        ...
+
+    def close_soon(self, code: int, reason: str = "", event: ServerEvent | None = None) -> None:
+        """Send ``event`` (if any) ahead of everything else, then close."""
+        ...
 
 
 @dataclass(eq=False)
@@ -36,7 +58,7 @@ class Session:
     last_active: float = field(default_factory=time.monotonic)
     last_activity: float = field(default_factory=time.time)  # wall clock, for display
     ever_attached: bool = False
-    connection: Connection | None = None
+    connection: Attachment | None = None
     audio_ms_sent: float = 0.0
     pending_audio: tuple[str, int] | None = None  # format, sample rate from the next turn on
     chunks_done: int = 0
