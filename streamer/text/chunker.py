@@ -2,64 +2,30 @@
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from dataclasses import dataclass
 
+from .boundaries import (
+    CJK_SENTENCE_TAIL,
+    HORIZONTAL_SPACE,
+    LAST_SPACE,
+    LINE_BREAKS,
+    MARK,
+    NON_SPACE,
+    PHRASE_STARTS,
+    SENTENCE_TAIL,
+    SPACE,
+    SPACED_CLAUSE_TAIL,
+    SPACED_WORD,
+    SPEAKABLE,
+    UNSPACED_CLAUSE_TAIL,
+    can_start_sentence,
+    is_abbreviation,
+    match_end,
+)
+
 __all__ = ["Chunk", "Chunker"]
 
-# Characters that may follow a sentence's or clause's punctuation and still belong to it: 'He said "no."'.
-_CLOSERS = "\"'”’»›)]}」』）】〕〉》"
-# Besides capitals, digits and caseless letters (CJK, Arabic...), characters that may open a sentence.
-_OPENERS = "\"'“‘„«‹([{「『（【〔〈《¿¡*$€£¥#"
-_LINE_BREAKS = "\n\r\u2028\u2029\x85"
-_CLOSE = "".join(map(re.escape, _CLOSERS))
-
-# Every character that might make a boundary; everything else is skipped at C speed.
-_MARK = re.compile(r"[.!?…。！？｡,;:、，；：—–\-\n\r\u2028\u2029\x85]")
-_SENTENCE_TAIL = re.compile(rf"([.!?…]+)[{_CLOSE}]*")
-# CJK punctuation and the em dash end a sentence or clause without whitespace after them: CJK text has none.
-_CJK_SENTENCE_TAIL = re.compile(rf"[。！？｡]+[{_CLOSE}]*")
-_UNSPACED_CLAUSE_TAIL = re.compile(rf"(?:[、，；：]+|—+)[{_CLOSE}]*")
-# These only mark a clause when whitespace follows: "1,000", "10:30", "https://", "2010–2020", "well-known".
-_SPACED_CLAUSE_TAIL = re.compile(rf"(?:[,;:]+|[–-]+)[{_CLOSE}]*")
-_HORIZONTAL_SPACE = re.compile(r"[^\S\n\r\u2028\u2029\x85]*")
-_SPACE = re.compile(r"\s")
-_NON_SPACE = re.compile(r"\S")
-_LAST_SPACE = re.compile(r".*\s", re.DOTALL)
-_SPEAKABLE = re.compile(r"[^\W_]")  # a letter or digit, exactly what str.isalnum accepts
-_DOTTED = re.compile(r"(?:[^\W\d_]\.)+[^\W\d_]")  # U.S, e.g, a.m, U.S.A (the final dot is not included)
-_SPACED_WORD = re.compile(r"\s+([^\W\d_]+)")  # a space and the word after it: where a phrase may start
-
-# fmt: off
-# Lower case, without the final dot. A dot after these never ends a sentence, even before a capital.
-_ABBREVIATIONS = frozenset(
-    {
-        "mr", "mrs", "ms", "dr", "st", "prof", "jr", "sr", "etc", "vs", "inc", "ltd", "co", "corp", "mt",
-        "gen", "col", "capt", "lt", "sgt", "rev", "hon", "gov", "sen", "rep", "approx", "dept", "ave",
-        "blvd", "cf", "al", "viz",
-    }
-)
-# These are abbreviations only before a number: "No. 5", "Fig. 3", "Jan. 12"; "No. I disagree." still splits.
-_NUMBER_ABBREVIATIONS = frozenset(
-    {
-        "no", "nos", "fig", "figs", "vol", "vols", "pp", "ch", "sec", "eq", "art",
-        "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec",
-    }
-)
-# A first chunk cut mid-sentence sounds most natural just before one of these (English): "It is twelve
-# degrees | and cloudy", not "It is twelve degrees and | cloudy".
-_PHRASE_STARTS = frozenset(
-    {
-        "and", "but", "or", "nor", "so", "yet", "because", "although", "though", "while", "when", "where",
-        "which", "who", "whom", "whose", "that", "if", "unless", "until", "since", "after", "before", "as",
-        "with", "without", "in", "on", "at", "to", "for", "from", "of", "by", "about", "into", "over",
-        "under", "between", "through", "during", "than", "then", "behind", "around", "across", "against",
-        "along", "toward", "towards", "within", "upon", "via", "like",
-    }
-)
-# fmt: on
-_LONGEST_ABBREVIATION = 10
 # A sentence that ends this few characters past the first-chunk limit goes whole: "The new connection owns
 # the | session." would cost more in prosody than the few milliseconds of synthesis it saves.
 _FIRST_SENTENCE_SLACK = 12
@@ -161,7 +127,7 @@ class Chunker:
         head, base = self._head, self._buf_start
         if head >= self._ext:
             return []
-        space = _LAST_SPACE.match(self._buf, head - base)
+        space = LAST_SPACE.match(self._buf, head - base)
         end = head if space is None else base + space.end() - 1
         ext = head + len(self._buf[head - base : end - base].rstrip())
         # A resolved boundary is a safe end too, and the only one in CJK text, which has no spaces.
@@ -187,7 +153,7 @@ class Chunker:
         i, stop = self._scan_pos - base, end - base
         if i >= stop:
             return
-        while (mark := _MARK.search(buf, i, stop)) is not None:
+        while (mark := MARK.search(buf, i, stop)) is not None:
             resume = self._classify(buf, mark.start(), stop, final)
             if resume is None:
                 self._scan_pos = base + mark.start()
@@ -198,18 +164,18 @@ class Chunker:
     def _classify(self, buf: str, j: int, end: int, final: bool) -> int | None:
         """Record the boundary made by the mark at buf[j], if any; return where to resume, or None to wait."""
         ch = buf[j]
-        if ch in _LINE_BREAKS:
+        if ch in LINE_BREAKS:
             self._line_break(buf, j)
             return j + 1
         if ch in ".!?…":
             return self._sentence_end(buf, j, end, final)
         if ch in "。！？｡":
-            tail, bounds = _CJK_SENTENCE_TAIL, self._sentences
+            tail, bounds = CJK_SENTENCE_TAIL, self._sentences
         elif ch in "、，；：—":
-            tail, bounds = _UNSPACED_CLAUSE_TAIL, self._clauses
+            tail, bounds = UNSPACED_CLAUSE_TAIL, self._clauses
         else:
             return self._spaced_clause(buf, j, end, final)
-        stop = _match_end(tail, buf, j, end)
+        stop = match_end(tail, buf, j, end)
         if stop == end:
             # The punctuation or its closing quotes may go on; at a flush the end bound covers it.
             return stop if final else None
@@ -219,7 +185,7 @@ class Chunker:
     def _spaced_clause(self, buf: str, j: int, end: int, final: bool) -> int | None:
         if buf[j] == "-" and j > 0 and not buf[j - 1].isspace():
             return j + 1  # a hyphen inside a word; only a free-standing " - " is a dash
-        stop = _match_end(_SPACED_CLAUSE_TAIL, buf, j, end)
+        stop = match_end(SPACED_CLAUSE_TAIL, buf, j, end)
         if stop == end:
             return stop if final else None
         if buf[stop].isspace():
@@ -227,21 +193,21 @@ class Chunker:
         return stop
 
     def _sentence_end(self, buf: str, j: int, end: int, final: bool) -> int | None:
-        tail = _SENTENCE_TAIL.match(buf, j, end)
+        tail = SENTENCE_TAIL.match(buf, j, end)
         assert tail is not None  # buf[j] is one of its characters
         stop = tail.end()
-        after = _match_end(_HORIZONTAL_SPACE, buf, stop, end)
+        after = match_end(HORIZONTAL_SPACE, buf, stop, end)
         if after == end:
             # "Dr." + " Smith" and "3." + "14": what follows the space decides, so wait for it.
             return stop if final else None
-        if after == stop or buf[after] in _LINE_BREAKS:
+        if after == stop or buf[after] in LINE_BREAKS:
             return stop  # "3.14", "a.b@c.com", or a line break, which is a boundary of its own
         run, starter = tail.group(1), buf[after]
         if "…" in run or ".." in run:
             # An ellipsis before a capital ends a sentence; inside a sentence it is still a place to pause.
-            self._add(self._sentences if _can_start_sentence(starter) else self._clauses, stop)
-        elif _can_start_sentence(starter) and not (
-            run == "." and (_is_abbreviation(buf, j, starter) or self._is_list_number(buf, j))
+            self._add(self._sentences if can_start_sentence(starter) else self._clauses, stop)
+        elif can_start_sentence(starter) and not (
+            run == "." and (is_abbreviation(buf, j, starter) or self._is_list_number(buf, j))
         ):
             self._add(self._sentences, stop)
         return stop
@@ -257,7 +223,7 @@ class Chunker:
             start -= 1
         if start == 0:
             return self._buf_start == self._turn_start
-        return buf[start - 1] in _LINE_BREAKS
+        return buf[start - 1] in LINE_BREAKS
 
     def _line_break(self, buf: str, j: int) -> None:
         base = self._buf_start
@@ -346,27 +312,27 @@ class Chunker:
         word after the last candidate is still arriving (so the cut never depends on how text was split)."""
         base = self._buf_start
         cut = None
-        for match in _SPACED_WORD.finditer(self._buf, low - base, ext - base):
+        for match in SPACED_WORD.finditer(self._buf, low - base, ext - base):
             if match.start() > high - base:
                 break
             whole = match.end() < ext - base or end > ext or final
             if not whole:
                 return -1
-            if match.group(1).lower() in _PHRASE_STARTS:
+            if match.group(1).lower() in PHRASE_STARTS:
                 cut = base + match.start()
         return cut
 
     def _last_space(self, head: int, limit: int) -> int | None:
         """The last whitespace in (head, limit], where a chunk of complete words may end."""
         base = self._buf_start
-        space = _LAST_SPACE.match(self._buf, head - base + 1, limit - base + 1)
+        space = LAST_SPACE.match(self._buf, head - base + 1, limit - base + 1)
         return None if space is None else base + space.end() - 1
 
     def _end_of_long_word(self, ext: int, final: bool) -> int | None:
         """The first word is longer than the first-chunk limit: end the chunk with it, or hard at the max."""
         head, base = self._head, self._buf_start
         limit = head + self._max_chars
-        space = _SPACE.search(self._buf, head - base, min(limit, ext) - base + 1)
+        space = SPACE.search(self._buf, head - base, min(limit, ext) - base + 1)
         if space is not None:
             return base + space.start()
         if ext - head > self._max_chars:
@@ -376,7 +342,7 @@ class Chunker:
     def _consume(self, cut: int, chunks: list[Chunk]) -> None:
         base = self._buf_start
         text = self._buf[self._head - base : cut - base].rstrip()
-        if _SPEAKABLE.search(text):  # punctuation alone is consumed silently
+        if SPEAKABLE.search(text):  # punctuation alone is consumed silently
             chunks.append(Chunk(text, self._head, self._head + len(text), self._first, not self._soft_cut))
             self._first = False
         self._head = cut
@@ -387,7 +353,7 @@ class Chunker:
 
     def _skip_space(self) -> None:
         base = self._buf_start
-        found = _NON_SPACE.search(self._buf, self._head - base)
+        found = NON_SPACE.search(self._buf, self._head - base)
         self._head = self._fed if found is None else base + found.start()
         # Drop consumed text once it is most of the buffer, so appends and cuts stay cheap (amortized O(1)).
         drop = min(self._head, self._scan_pos) - base - _HISTORY
@@ -401,37 +367,6 @@ class Chunker:
         for bounds in (self._sentences, self._clauses, self._breaks):
             bounds.clear()
         self._first = True
-
-
-def _match_end(pattern: re.Pattern[str], buf: str, pos: int, end: int) -> int:
-    """Where ``pattern`` (which always matches at a mark) stops matching from ``pos``."""
-    found = pattern.match(buf, pos, end)
-    assert found is not None
-    return found.end()
-
-
-def _can_start_sentence(char: str) -> bool:
-    return char.isdigit() or char in _OPENERS or (char.isalpha() and not char.islower())
-
-
-def _is_abbreviation(buf: str, dot: int, following: str) -> bool:
-    """Whether the word before the dot at buf[dot] is an abbreviation or an initial ("Dr", "e.g", "J")."""
-    start = dot
-    while start > 0 and dot - start <= _LONGEST_ABBREVIATION:
-        if not (buf[start - 1].isalpha() or buf[start - 1] == "."):
-            break
-        start -= 1
-    if dot - start > _LONGEST_ABBREVIATION:
-        return False
-    word = buf[start:dot].lstrip(".")
-    lower = word.lower()
-    return (
-        lower in _ABBREVIATIONS
-        or (following.isdigit() and lower in _NUMBER_ABBREVIATIONS)
-        # An initial, as in "J. Smith"; but "So did I. Then" splits.
-        or (len(word) == 1 and word.isupper() and word != "I")
-        or _DOTTED.fullmatch(word) is not None
-    )
 
 
 def _earliest_at_least(bounds: deque[int], low: int) -> int | None:
