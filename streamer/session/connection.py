@@ -355,7 +355,10 @@ class Connection:
                 await self._close(event.code, event.reason)
             binary = self.protocol.binary or event.type == "audio"
             try:
-                await asyncio.wait_for(self.transport.send(encode(event, binary)), timeout)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation that arrives as
+                # the send completes, and the task group would then wait forever for this task.
+                async with asyncio.timeout(timeout):
+                    await self.transport.send(encode(event, binary))
             except TimeoutError:
                 await self._fail_send_timeout(timeout)
             except OSError as exc:
@@ -378,7 +381,8 @@ class Connection:
     async def _close(self, code: int, reason: str) -> None:
         self.close_code = code
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.transport.close(code, reason), 2.0)
+            async with asyncio.timeout(2.0):
+                await self.transport.close(code, reason)
         raise Closed()
 
 
