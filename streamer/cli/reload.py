@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import sys
 import threading
 from multiprocessing.context import SpawnProcess
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 import structlog
 
 from ..config import default_config_path
-from .serve import serve_child
+from .settings import load, print_config_error
 
 log = structlog.get_logger("streamer.reload")
 
@@ -49,6 +50,26 @@ def snapshot(files: list[Path]) -> dict[Path, int | None]:
         except OSError:
             stamps[path] = None
     return stamps
+
+
+def serve_child(
+    config_path: str | None,
+    overrides: dict[str, Any],
+    options: dict[str, Any],
+    sockets: tuple[socket.socket, socket.socket],
+) -> None:
+    """The server in a reloader's child process: settings are read again, so config edits apply."""
+    from ..errors import ConfigError
+    from ..observability.logging import configure_logging
+    from ..server import serve
+
+    try:
+        settings = load(config_path, overrides)
+    except ConfigError as exc:
+        print_config_error(exc)
+        sys.exit(2)
+    configure_logging(settings.logging.level, settings.logging.format)
+    serve(settings, config_path, sockets=sockets, uvicorn_options=options, overrides=overrides)
 
 
 def _start(
