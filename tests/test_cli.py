@@ -24,6 +24,7 @@ import yaml
 
 from streamer.cli import main
 from streamer.client import RestClient, StreamerClient
+from streamer.config import load_settings
 
 from .conftest import TIMESCALE, free_port
 from .helpers import decode_audio, rms
@@ -353,3 +354,51 @@ def test_config_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     broken.write_text("server: [unclosed\n")
     assert main(["config", "check", str(broken)]) == 2
     assert "not valid YAML" in capsys.readouterr().err
+
+
+def write_config(tmp: Path, tree: dict[str, Any]) -> Path:
+    path = tmp / "config.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def test_config_check_refuses_a_default_voice_no_engine_has(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    typo = write_config(tmp_path, {"tts": {"engine": "espeak", "default_voice": "en-uss"}})
+    assert main(["config", "check", str(typo)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"{typo}: tts.default_voice: no voice 'en-uss' in engine espeak (tts.engine: espeak); "
+        "`streamer voices --engine espeak` lists them\n"
+    )
+    good = write_config(tmp_path, {"tts": {"engine": "espeak", "default_voice": "en-GB"}})
+    assert (
+        main(["config", "check", str(good)]) == 0
+    )  # voice names match as `streamer voices` has them, any case
+
+
+def test_config_check_says_which_engine_auto_chose_and_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from streamer.engines.catalog import Catalog
+
+    catalog = Catalog(load_settings(None, environ={}).engines.model_dump(), "auto")
+    path = write_config(tmp_path, {"tts": {"engine": "auto"}})
+    assert main(["config", "check", str(path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"{path}: valid (engine {catalog.default_engine}, ")
+    assert out[1].startswith(f"  engine: {catalog.default_engine} (tts.engine: auto")
+    for engine, reason in catalog.errors.items():  # every engine auto passed over, with its reason
+        assert f"skipped {engine}: {reason}" in out[1]
+
+
+def test_serve_refuses_a_default_voice_no_engine_has_before_its_banner(tmp_path: Path) -> None:
+    config = write_config(tmp_path, {"tts": {"engine": "espeak", "default_voice": "en-uss"}})
+    port = free_port()
+    result = streamer("serve", "--config", str(config), "--port", str(port), "--ws-port", str(free_port()))
+    assert result.returncode == 2
+    assert result.stderr.decode() == (
+        "streamer: tts.default_voice: no voice 'en-uss' in engine espeak (tts.engine: espeak); "
+        "`streamer voices --engine espeak` lists them\n"
+    )  # one line, and no banner: the engine and voice are checked first

@@ -4,7 +4,8 @@ The parent binds both sockets once and hands them to every child, so clients con
 restart wait in the listen backlog instead of being refused. It polls the modification times of the
 package's ``*.py`` files and of the config files; on a change it stops the child (SIGTERM: the
 child drains as on any shutdown) and starts a fresh one, which imports the new code and reads the
-config again. A child that fails to start (a syntax error mid-edit) is reported, and the next change
+config again (it checks the engine and the default voice and prints the banner, as `serve` does). A
+child that fails to start (a syntax error mid-edit, a bad config) is reported, and the next change
 starts it again. SIGINT/SIGTERM stop the child and end the reloader; SIGHUP is passed on (reload
 the config live).
 """
@@ -25,6 +26,9 @@ from typing import Any
 import structlog
 
 from ..config import default_config_path
+from ..errors import ConfigError
+from .banner import announce
+from .preflight import checked_runtime
 from .settings import load, print_config_error
 
 log = structlog.get_logger("streamer.reload")
@@ -58,18 +62,21 @@ def serve_child(
     options: dict[str, Any],
     sockets: tuple[socket.socket, socket.socket],
 ) -> None:
-    """The server in a reloader's child process: settings are read again, so config edits apply."""
-    from ..errors import ConfigError
+    """The server in a reloader's child process: settings are read and checked again (so config edits
+    apply), and the banner says what this child runs."""
     from ..observability.logging import configure_logging
     from ..server import serve
 
     try:
         settings = load(config_path, overrides)
+        configure_logging(settings.logging.level, settings.logging.format)
+        runtime = checked_runtime(settings, config_path, overrides)
     except ConfigError as exc:
         print_config_error(exc)
         sys.exit(2)
-    configure_logging(settings.logging.level, settings.logging.format)
-    serve(settings, config_path, sockets=sockets, uvicorn_options=options, overrides=overrides)
+    ports = (sockets[0].getsockname()[1], sockets[1].getsockname()[1])
+    announce(runtime, ports, tls="ssl_certfile" in options)
+    serve(runtime, sockets=sockets, uvicorn_options=options)
 
 
 def _start(

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..audio import PHRASE_GAP_MS, ChunkShaper, StreamingEncoder
-from ..errors import InvalidField
+from ..errors import ConfigError, InvalidField
+from .preflight import default_voice_problem
 from .settings import settings_from_args
 
 # Extensions `-o FILE` understands, and the format each means.
@@ -147,6 +148,10 @@ def run(args: argparse.Namespace) -> int:
 
     tts = settings.tts
     catalog = Catalog(settings.engines.model_dump(), "auto" if args.engine else tts.engine)
+    if not (args.engine or args.voice or args.language):  # tts.default_voice is what speaks
+        problem = default_voice_problem(catalog, settings)
+        if problem:
+            raise ConfigError(problem)
     voice = catalog.resolve(
         args.engine,
         args.voice,

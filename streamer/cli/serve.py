@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from .banner import announce
+from .preflight import checked_runtime
 from .settings import config_path_of, load, overrides_of
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -241,12 +242,19 @@ def run(args: argparse.Namespace) -> int:
             sock.close()
         return 1
     bound = (sockets[0], sockets[1])
-    announce(settings, (bound[0].getsockname()[1], bound[1].getsockname()[1]), tls="ssl_certfile" in options)
     if args.reload:
         from .reload import run_with_reload
 
         return run_with_reload(config_path, overrides, options, bound)
     from ..server import serve
 
-    serve(settings, config_path, sockets=bound, uvicorn_options=options, overrides=overrides)
+    try:
+        runtime = checked_runtime(settings, config_path, overrides)  # the engine and the default voice
+    except BaseException:
+        for sock in bound:
+            sock.close()
+        raise
+    ports = (bound[0].getsockname()[1], bound[1].getsockname()[1])
+    announce(runtime, ports, tls="ssl_certfile" in options)
+    serve(runtime, sockets=bound, uvicorn_options=options)
     return 0
