@@ -8,6 +8,7 @@ import ipaddress
 import json
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -402,3 +403,31 @@ def test_serve_refuses_a_default_voice_no_engine_has_before_its_banner(tmp_path:
         "streamer: tts.default_voice: no voice 'en-uss' in engine espeak (tts.engine: espeak); "
         "`streamer voices --engine espeak` lists them\n"
     )  # one line, and no banner: the engine and voice are checked first
+
+
+def test_serve_says_a_taken_wyoming_port_in_one_line(tmp_path: Path) -> None:
+    config = write_config(tmp_path, {"tts": {"engine": "espeak"}, "pool": {"workers": 1}})
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ("--config", str(config), "--host", "127.0.0.1", "--port", str(free_port()))
+        result = streamer("serve", *args, "--ws-port", str(free_port()), "--wyoming-port", str(port))
+    assert result.returncode == 1
+    assert result.stderr.decode() == (
+        f"streamer: cannot listen on 127.0.0.1:{port} (Wyoming): Address already in use; "
+        "choose another port with --wyoming-port\n"
+    )
+
+
+def test_serve_banner_names_the_engine_auto_chose_and_the_wyoming_port(tmp_path: Path) -> None:
+    wyoming_port = free_port()
+    config = {"tts": {"engine": "auto"}}
+    with serve(tmp_path, "--wyoming-port", str(wyoming_port), config=config) as server:
+        engine = httpx.get(server.url(server.http_port, "/api/v1/health")).json()["engine"]
+        log = server.log()
+    banner = log[log.index("streamer 0.1.0: ") :].splitlines()
+    assert banner[0].startswith(f"streamer 0.1.0: engine {engine}, ")
+    assert banner[1].startswith(f"  Engine     {engine} (tts.engine: auto")
+    assert f"  Wyoming    tcp://127.0.0.1:{wyoming_port}" in banner
+    assert log.index("engine_selected") < log.index("streamer 0.1.0: ") < log.index("wyoming_listening")

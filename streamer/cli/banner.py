@@ -36,6 +36,9 @@ def banner_urls(settings: Settings, ports: tuple[int, int], tls: bool) -> dict[s
         "try": f"curl{auth} -X POST {base}/api/v1/synth -H 'Content-Type: application/json' "
         f"""-d '{{"text": "Hello from streamer", "format": "wav"}}' -o hello.wav""",
     }
+    wyoming = settings.wyoming
+    if wyoming.port is not None:  # bound as the server starts: port 0 is still 0 here
+        urls["wyoming"] = f"tcp://{_shown_host(wyoming.host or settings.server.host)}:{wyoming.port}"
     return urls
 
 
@@ -66,6 +69,11 @@ def announce(runtime: Runtime, ports: tuple[int, int], tls: bool) -> None:
         f"  Engine     {choice}",
         f"  REST API   {urls['rest']}",
         f"  WebSocket  {urls['ws']}  (also {urls['ws_on_rest_port']})",
+    ]
+    if "wyoming" in urls:
+        free = " (a free port: `wyoming_listening` names it)" if settings.wyoming.port == 0 else ""
+        lines.append(f"  Wyoming    {urls['wyoming']}{free}")
+    lines += [
         f"  API docs   {urls['docs']}",
         f"  Demo       {urls['demo']}",
         f"  Try        {urls['try']}",

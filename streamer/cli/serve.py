@@ -1,13 +1,15 @@
-"""`streamer serve`: the server's options (uvicorn's, as ttskit's `api` command has them), banner, start."""
+"""`streamer serve`: the server's options (uvicorn's, as ttskit's `api` command has them), ports, start."""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import socket
 import ssl
 import sys
 from typing import Any
 
+from ..config import Settings
 from .banner import announce
 from .preflight import checked_runtime
 from .settings import config_path_of, load, overrides_of
@@ -214,6 +216,39 @@ def tls_problem(options: dict[str, Any]) -> str | None:
     return None
 
 
+class PortUnavailable(Exception):
+    """A port cannot be bound: the one line to print, naming the flag that changes it."""
+
+
+def bind_ports(settings: Settings) -> tuple[socket.socket, socket.socket]:
+    """The REST and WebSocket sockets, bound, after trying the Wyoming port too (the server binds that
+    one again as it starts), so that a port in use is one line before anything starts."""
+    from ..server import make_socket
+
+    server, wyoming = settings.server, settings.wyoming
+    wanted = [
+        ("REST", server.host, server.http_port, "--port"),
+        ("WebSocket", server.host, server.websocket_port, "--ws-port"),
+    ]
+    if wyoming.port is not None:
+        wanted.append(("Wyoming", wyoming.host or server.host, wyoming.port, "--wyoming-port"))
+    sockets: list[socket.socket] = []
+    for name, host, port, flag in wanted:
+        try:
+            sockets.append(make_socket(host, port))
+        except OSError as exc:
+            for sock in sockets:
+                sock.close()
+            taken = exc.errno in (errno.EADDRINUSE, errno.EACCES)
+            hint = f"; choose another port with {flag}" if taken else ""
+            raise PortUnavailable(
+                f"cannot listen on {host}:{port} ({name}): {exc.strerror or exc}{hint}"
+            ) from None
+    if len(sockets) > 2:
+        sockets.pop().close()  # the Wyoming port was free: the server binds it as it starts
+    return sockets[0], sockets[1]
+
+
 def run(args: argparse.Namespace) -> int:
     if args.workers != 1:
         print(f"streamer: {WORKERS_REFUSED.format(n=args.workers)}", file=sys.stderr)
@@ -228,33 +263,26 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     from ..observability.logging import configure_logging
-    from ..server import make_socket
 
     configure_logging(settings.logging.level, settings.logging.format)
-    server = settings.server
-    sockets: list[socket.socket] = []
     try:
-        for port in (server.http_port, server.websocket_port):
-            sockets.append(make_socket(server.host, port))
-    except OSError as exc:
-        print(f"streamer: cannot listen on {server.host}:{port}: {exc.strerror}", file=sys.stderr)
-        for sock in sockets:
-            sock.close()
+        sockets = bind_ports(settings)
+    except PortUnavailable as exc:
+        print(f"streamer: {exc}", file=sys.stderr)
         return 1
-    bound = (sockets[0], sockets[1])
     if args.reload:
         from .reload import run_with_reload
 
-        return run_with_reload(config_path, overrides, options, bound)
+        return run_with_reload(config_path, overrides, options, sockets)
     from ..server import serve
 
     try:
         runtime = checked_runtime(settings, config_path, overrides)  # the engine and the default voice
     except BaseException:
-        for sock in bound:
+        for sock in sockets:
             sock.close()
         raise
-    ports = (bound[0].getsockname()[1], bound[1].getsockname()[1])
+    ports = (sockets[0].getsockname()[1], sockets[1].getsockname()[1])
     announce(runtime, ports, tls="ssl_certfile" in options)
-    serve(runtime, sockets=bound, uvicorn_options=options)
+    serve(runtime, sockets=sockets, uvicorn_options=options)
     return 0
