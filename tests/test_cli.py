@@ -431,3 +431,14 @@ def test_serve_banner_names_the_engine_auto_chose_and_the_wyoming_port(tmp_path:
     assert banner[1].startswith(f"  Engine     {engine} (tts.engine: auto")
     assert f"  Wyoming    tcp://127.0.0.1:{wyoming_port}" in banner
     assert log.index("engine_selected") < log.index("streamer 0.1.0: ") < log.index("wyoming_listening")
+
+
+def test_say_unknown_voice_points_at_streamer_voices(tmp_path: Path) -> None:
+    result = streamer(
+        "say", "--engine", "espeak", "--voice", "no-such-voice", "Hi", "-o", str(tmp_path / "x.wav")
+    )
+    assert result.returncode == 2
+    assert result.stderr.decode() == (
+        "streamer: unknown voice 'no-such-voice' for engine espeak; "
+        "`streamer voices --engine espeak` lists them\n"
+    )
