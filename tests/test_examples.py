@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -23,12 +22,23 @@ from voice_assistant import REPLY  # noqa: E402
 TEXT = "Hello from the streaming client example. It writes whatever the server speaks."
 
 
+# The examples run on the core install (`pip install -e .`), as the README has them: the packages of the
+# extras are hidden from them, so one that imports httpx, or sounddevice when not playing, fails here.
+CORE_ONLY = """
+import os, runpy, sys
+sys.modules.update(dict.fromkeys(("httpx", "sounddevice")))  # now `import httpx` raises ImportError
+sys.argv = sys.argv[1:]
+sys.path[0] = os.path.dirname(sys.argv[0])  # as `python examples/NAME.py` has it
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
 def run_example(
     name: str, *args: str, stdin: str | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
     return subprocess.run(
-        [sys.executable, str(EXAMPLES / name), *args],
+        [sys.executable, "-c", CORE_ONLY, str(EXAMPLES / name), *args],
         input=stdin,
         capture_output=True,
         text=True,
@@ -70,7 +80,6 @@ def test_stream_client_streams_standard_input(espeak_server: ServerProcess, tmp_
     assert_playable(output, min_s=2.0)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("sounddevice") is not None, reason="sounddevice is installed")
 def test_stream_client_without_sounddevice_says_what_to_do(espeak_server: ServerProcess) -> None:
     result = run_example("stream_client.py", "--url", espeak_server.ws_url, "Play me.")
     assert result.returncode != 0
