@@ -123,3 +123,20 @@ def test_rest_client_tour(espeak_server: ServerProcess) -> None:
 def test_rest_client_reports_an_unreachable_server() -> None:
     result = run_example("rest_client.py", "--url", "http://127.0.0.1:9")
     assert result.returncode == 1 and "cannot reach" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://127.0.0.1:8080", "the stream is at ws://127.0.0.1:8080/api/v1/stream"),
+        ("https://tts.example:8443/api/v1/stream", "the stream is at wss://tts.example:8443/api/v1/stream"),
+        ("127.0.0.1:8081", "the stream is at ws://HOST:8081/api/v1/stream"),
+    ],
+)
+@pytest.mark.parametrize("example", ["stream_client", "voice_assistant"])
+def test_a_url_that_is_not_a_websocket_gets_one_line(example: str, url: str, expected: str) -> None:
+    result = run_example(f"{example}.py", "--url", url, *(["Hi"] if example == "stream_client" else []))
+    assert result.returncode == 2 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{example}: {url}"), result.stderr
+    assert "is not a WebSocket URL" in lines[0] and expected in lines[0]
