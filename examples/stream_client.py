@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from websockets.exceptions import InvalidURI
 
-from streamer.client import AudioFrame, ClientError, StreamerClient
+from streamer.client import AudioFrame, ClientError, HandshakeRefused, StreamerClient
 
 FORMATS = {
     ".wav": "wav",
@@ -210,7 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return asyncio.run(speak(args))
     except (ClientError, OSError, InvalidURI) as exc:
-        print(f"stream_client: {exc}", file=sys.stderr)
+        hint = ""
+        if isinstance(exc, HandshakeRefused) and not urlsplit(args.url).path.endswith("/api/v1/stream"):
+            hint = " (a wrong path? the stream is at /api/v1/stream)"
+        print(f"stream_client: {exc}{hint}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

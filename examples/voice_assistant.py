@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from websockets.exceptions import InvalidURI
 
-from streamer.client import AudioFrame, ClientError, StreamerClient
+from streamer.client import AudioFrame, ClientError, HandshakeRefused, StreamerClient
 
 REPLY = (
     "Sure! Here is a short history of the lighthouse. The first lighthouses were simply fires lit on "
@@ -222,7 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return asyncio.run(converse(args))
     except (ClientError, OSError, TimeoutError, InvalidURI) as exc:
-        print(f"voice_assistant: {exc}", file=sys.stderr)
+        hint = ""
+        if isinstance(exc, HandshakeRefused) and not urlsplit(args.url).path.endswith("/api/v1/stream"):
+            hint = " (a wrong path? the stream is at /api/v1/stream)"
+        print(f"voice_assistant: {exc}{hint}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -140,3 +140,13 @@ def test_a_url_that_is_not_a_websocket_gets_one_line(example: str, url: str, exp
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"{example}: {url}"), result.stderr
     assert "is not a WebSocket URL" in lines[0] and expected in lines[0]
+
+
+def test_a_websocket_url_with_a_wrong_path_names_the_right_one(
+    espeak_server: ServerProcess, tmp_path: Path
+) -> None:
+    url = f"ws://127.0.0.1:{espeak_server.ws_port}/"
+    result = run_example("stream_client.py", "--url", url, "-o", str(tmp_path / "out.wav"), "Hi")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("stream_client: WebSocket handshake refused: HTTP ")
+    assert result.stderr.endswith(" (a wrong path? the stream is at /api/v1/stream)\n")
