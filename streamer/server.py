@@ -22,7 +22,6 @@ import structlog
 import uvicorn
 
 from .api.app import PortDispatcher, create_apps
-from .config import Settings
 from .runtime import Runtime
 from .security import warn_if_exposed
 from .session.connection import CLOSE_RESTART
@@ -107,19 +106,19 @@ class StreamerServer(uvicorn.Server):
 
 
 def serve(
-    settings: Settings,
-    config_path: str | None = None,
+    runtime: Runtime,
     *,
     sockets: tuple[socket.socket, socket.socket] | None = None,
     uvicorn_options: dict[str, Any] | None = None,
-    overrides: dict[str, Any] | None = None,
 ) -> None:
-    """Run until a signal drains the server.
+    """Run ``runtime`` (built, not started: the lifespan starts it) until a signal drains the server.
 
     ``sockets`` (REST, WebSocket) are bound here unless given (the command line binds them first, to
-    print its banner, and a reloader keeps them across restarts). ``uvicorn_options`` go to
-    ``uvicorn.Config``: SSL, extra headers, proxy and keep-alive settings; TLS applies to both sockets.
+    report a taken port before anything starts, and a reloader keeps them across restarts).
+    ``uvicorn_options`` go to ``uvicorn.Config``: SSL, extra headers, proxy and keep-alive settings; TLS
+    applies to both sockets.
     """
+    settings = runtime.settings
     server_settings = settings.server
     if sockets is None:
         sockets = (
@@ -128,7 +127,6 @@ def serve(
         )
     http_sock, ws_sock = sockets
     options: dict[str, Any] = {"access_log": False, **(uvicorn_options or {})}
-    runtime = Runtime(settings, config_path, overrides)
     runtime.ws_port = ws_sock.getsockname()[1]
     rest, ws = create_apps(runtime)
     app = PortDispatcher(rest, ws, ws_sock.getsockname()[1])

@@ -8,6 +8,7 @@ import ipaddress
 import json
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -24,6 +25,7 @@ import yaml
 
 from streamer.cli import main
 from streamer.client import RestClient, StreamerClient
+from streamer.config import load_settings
 
 from .conftest import TIMESCALE, free_port
 from .helpers import decode_audio, rms
@@ -353,3 +355,90 @@ def test_config_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     broken.write_text("server: [unclosed\n")
     assert main(["config", "check", str(broken)]) == 2
     assert "not valid YAML" in capsys.readouterr().err
+
+
+def write_config(tmp: Path, tree: dict[str, Any]) -> Path:
+    path = tmp / "config.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def test_config_check_refuses_a_default_voice_no_engine_has(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    typo = write_config(tmp_path, {"tts": {"engine": "espeak", "default_voice": "en-uss"}})
+    assert main(["config", "check", str(typo)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"{typo}: tts.default_voice: no voice 'en-uss' in engine espeak (tts.engine: espeak); "
+        "`streamer voices --engine espeak` lists them\n"
+    )
+    good = write_config(tmp_path, {"tts": {"engine": "espeak", "default_voice": "en-GB"}})
+    assert (
+        main(["config", "check", str(good)]) == 0
+    )  # voice names match as `streamer voices` has them, any case
+
+
+def test_config_check_says_which_engine_auto_chose_and_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from streamer.engines.catalog import Catalog
+
+    catalog = Catalog(load_settings(None, environ={}).engines.model_dump(), "auto")
+    path = write_config(tmp_path, {"tts": {"engine": "auto"}})
+    assert main(["config", "check", str(path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"{path}: valid (engine {catalog.default_engine}, ")
+    assert out[1].startswith(f"  engine: {catalog.default_engine} (tts.engine: auto")
+    for engine, reason in catalog.errors.items():  # every engine auto passed over, with its reason
+        assert f"skipped {engine}: {reason}" in out[1]
+
+
+def test_serve_refuses_a_default_voice_no_engine_has_before_its_banner(tmp_path: Path) -> None:
+    config = write_config(tmp_path, {"tts": {"engine": "espeak", "default_voice": "en-uss"}})
+    port = free_port()
+    result = streamer("serve", "--config", str(config), "--port", str(port), "--ws-port", str(free_port()))
+    assert result.returncode == 2
+    assert result.stderr.decode() == (
+        "streamer: tts.default_voice: no voice 'en-uss' in engine espeak (tts.engine: espeak); "
+        "`streamer voices --engine espeak` lists them\n"
+    )  # one line, and no banner: the engine and voice are checked first
+
+
+def test_serve_says_a_taken_wyoming_port_in_one_line(tmp_path: Path) -> None:
+    config = write_config(tmp_path, {"tts": {"engine": "espeak"}, "pool": {"workers": 1}})
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ("--config", str(config), "--host", "127.0.0.1", "--port", str(free_port()))
+        result = streamer("serve", *args, "--ws-port", str(free_port()), "--wyoming-port", str(port))
+    assert result.returncode == 1
+    assert result.stderr.decode() == (
+        f"streamer: cannot listen on 127.0.0.1:{port} (Wyoming): Address already in use; "
+        "choose another port with --wyoming-port\n"
+    )
+
+
+def test_serve_banner_names_the_engine_auto_chose_and_the_wyoming_port(tmp_path: Path) -> None:
+    wyoming_port = free_port()
+    config = {"tts": {"engine": "auto"}}
+    with serve(tmp_path, "--wyoming-port", str(wyoming_port), config=config) as server:
+        engine = httpx.get(server.url(server.http_port, "/api/v1/health")).json()["engine"]
+        log = server.log()
+    banner = log[log.index("streamer 0.1.0: ") :].splitlines()
+    assert banner[0].startswith(f"streamer 0.1.0: engine {engine}, ")
+    assert banner[1].startswith(f"  Engine     {engine} (tts.engine: auto")
+    assert f"  Wyoming    tcp://127.0.0.1:{wyoming_port}" in banner
+    assert log.index("engine_selected") < log.index("streamer 0.1.0: ") < log.index("wyoming_listening")
+
+
+def test_say_unknown_voice_points_at_streamer_voices(tmp_path: Path) -> None:
+    result = streamer(
+        "say", "--engine", "espeak", "--voice", "no-such-voice", "Hi", "-o", str(tmp_path / "x.wav")
+    )
+    assert result.returncode == 2
+    assert result.stderr.decode() == (
+        "streamer: unknown voice 'no-such-voice' for engine espeak; "
+        "`streamer voices --engine espeak` lists them\n"
+    )

@@ -9,39 +9,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
 
-from ..config import load_settings
 from ..errors import ConfigError, StreamerError
-from . import say, serve, voices
+from . import config_check, say, serve, voices
 from .settings import print_config_error, settings_from_args
 
 __all__ = ["build_parser", "main", "settings_from_args"]
-
-
-def _config_parser(sub: Any) -> None:
-    p = sub.add_parser("config", help="configuration tools")
-    commands = p.add_subparsers(dest="config_command", required=True)
-    check = commands.add_parser(
-        "check", help="validate a config file and print why it is invalid", description=check_config.__doc__
-    )
-    check.add_argument("file")
-
-
-def check_config(path: str) -> int:
-    """Validate a config file on its own (packaged defaults under it; no STREAMER_* variables)."""
-    try:
-        settings = load_settings(path, environ={})
-    except ConfigError as exc:
-        print_config_error(exc, prefix=f"{path}: ")
-        return 2
-    server = settings.server
-    workers = settings.pool.workers or "one per core"
-    print(
-        f"{path}: valid (engine {settings.tts.engine}, ports {server.http_port} and "
-        f"{server.websocket_port}, inference workers: {workers})"
-    )
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,17 +25,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_parser(sub)
     say.add_parser(sub)
     voices.add_parser(sub)
-    _config_parser(sub)
+    config_check.add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "config":
-            return check_config(args.file)
-        command = {"serve": serve.run, "say": say.run, "voices": voices.run}[args.command]
-        return command(args)
+        commands = {"serve": serve.run, "say": say.run, "voices": voices.run, "config": config_check.run}
+        return commands[args.command](args)
     except ConfigError as exc:
         print_config_error(exc)
         return 2

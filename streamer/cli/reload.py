@@ -4,7 +4,8 @@ The parent binds both sockets once and hands them to every child, so clients con
 restart wait in the listen backlog instead of being refused. It polls the modification times of the
 package's ``*.py`` files and of the config files; on a change it stops the child (SIGTERM: the
 child drains as on any shutdown) and starts a fresh one, which imports the new code and reads the
-config again. A child that fails to start (a syntax error mid-edit) is reported, and the next change
+config again (it checks the engine and the default voice and prints the banner, as `serve` does). A
+child that fails to start (a syntax error mid-edit, a bad config) is reported, and the next change
 starts it again. SIGINT/SIGTERM stop the child and end the reloader; SIGHUP is passed on (reload
 the config live).
 """
@@ -15,6 +16,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import sys
 import threading
 from multiprocessing.context import SpawnProcess
 from pathlib import Path
@@ -24,7 +26,10 @@ from typing import Any
 import structlog
 
 from ..config import default_config_path
-from .serve import serve_child
+from ..errors import ConfigError
+from .banner import announce
+from .preflight import checked_runtime
+from .settings import load, print_config_error
 
 log = structlog.get_logger("streamer.reload")
 
@@ -49,6 +54,29 @@ def snapshot(files: list[Path]) -> dict[Path, int | None]:
         except OSError:
             stamps[path] = None
     return stamps
+
+
+def serve_child(
+    config_path: str | None,
+    overrides: dict[str, Any],
+    options: dict[str, Any],
+    sockets: tuple[socket.socket, socket.socket],
+) -> None:
+    """The server in a reloader's child process: settings are read and checked again (so config edits
+    apply), and the banner says what this child runs."""
+    from ..observability.logging import configure_logging
+    from ..server import serve
+
+    try:
+        settings = load(config_path, overrides)
+        configure_logging(settings.logging.level, settings.logging.format)
+        runtime = checked_runtime(settings, config_path, overrides)
+    except ConfigError as exc:
+        print_config_error(exc)
+        sys.exit(2)
+    ports = (sockets[0].getsockname()[1], sockets[1].getsockname()[1])
+    announce(runtime, ports, tls="ssl_certfile" in options)
+    serve(runtime, sockets=sockets, uvicorn_options=options)
 
 
 def _start(

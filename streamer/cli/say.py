@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..audio import PHRASE_GAP_MS, ChunkShaper, StreamingEncoder
-from ..errors import InvalidField
+from ..errors import ConfigError, InvalidField, UnknownVoice
+from .preflight import default_voice_problem
 from .settings import settings_from_args
 
 # Extensions `-o FILE` understands, and the format each means.
@@ -147,14 +148,28 @@ def run(args: argparse.Namespace) -> int:
 
     tts = settings.tts
     catalog = Catalog(settings.engines.model_dump(), "auto" if args.engine else tts.engine)
-    voice = catalog.resolve(
-        args.engine,
-        args.voice,
-        args.language,
-        default_voice=tts.default_voice,
-        default_language=tts.default_language,
-        default_voice_id=tts.default_voice_id,
-    )
+    if not (args.engine or args.voice or args.language):  # tts.default_voice is what speaks
+        problem = default_voice_problem(catalog, settings)
+        if problem:
+            raise ConfigError(problem)
+    try:
+        voice = catalog.resolve(
+            args.engine,
+            args.voice,
+            args.language,
+            default_voice=tts.default_voice,
+            default_language=tts.default_language,
+            default_voice_id=tts.default_voice_id,
+        )
+    except UnknownVoice as exc:
+        if args.voice is None:
+            raise
+        engine = args.engine or catalog.default_engine  # the catalog's message names the REST route
+        raise UnknownVoice(
+            f"unknown voice {args.voice!r} for engine {engine}; "
+            f"`streamer voices --engine {engine}` lists them",
+            **exc.details,
+        ) from None
     engine = catalog.engine(voice.engine)
     chunk_chars = settings.chunker.max_chunk_chars  # no need for a short first chunk offline
     chunker = Chunker(first_chunk_chars=chunk_chars, max_chunk_chars=chunk_chars)

@@ -1,15 +1,18 @@
-"""`streamer serve`: the server's options (uvicorn's, as ttskit's `api` command has them), banner, start."""
+"""`streamer serve`: the server's options (uvicorn's, as ttskit's `api` command has them), ports, start."""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import socket
 import ssl
 import sys
 from typing import Any
 
 from ..config import Settings
-from .settings import config_path_of, load, overrides_of, print_config_error
+from .banner import announce
+from .preflight import checked_runtime
+from .settings import config_path_of, load, overrides_of
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 WORKERS_REFUSED = (
@@ -213,6 +216,39 @@ def tls_problem(options: dict[str, Any]) -> str | None:
     return None
 
 
+class PortUnavailable(Exception):
+    """A port cannot be bound: the one line to print, naming the flag that changes it."""
+
+
+def bind_ports(settings: Settings) -> tuple[socket.socket, socket.socket]:
+    """The REST and WebSocket sockets, bound, after trying the Wyoming port too (the server binds that
+    one again as it starts), so that a port in use is one line before anything starts."""
+    from ..server import make_socket
+
+    server, wyoming = settings.server, settings.wyoming
+    wanted = [
+        ("REST", server.host, server.http_port, "--port"),
+        ("WebSocket", server.host, server.websocket_port, "--ws-port"),
+    ]
+    if wyoming.port is not None:
+        wanted.append(("Wyoming", wyoming.host or server.host, wyoming.port, "--wyoming-port"))
+    sockets: list[socket.socket] = []
+    for name, host, port, flag in wanted:
+        try:
+            sockets.append(make_socket(host, port))
+        except OSError as exc:
+            for sock in sockets:
+                sock.close()
+            taken = exc.errno in (errno.EADDRINUSE, errno.EACCES)
+            hint = f"; choose another port with {flag}" if taken else ""
+            raise PortUnavailable(
+                f"cannot listen on {host}:{port} ({name}): {exc.strerror or exc}{hint}"
+            ) from None
+    if len(sockets) > 2:
+        sockets.pop().close()  # the Wyoming port was free: the server binds it as it starts
+    return sockets[0], sockets[1]
+
+
 def run(args: argparse.Namespace) -> int:
     if args.workers != 1:
         print(f"streamer: {WORKERS_REFUSED.format(n=args.workers)}", file=sys.stderr)
@@ -227,92 +263,26 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     from ..observability.logging import configure_logging
-    from ..server import make_socket
 
     configure_logging(settings.logging.level, settings.logging.format)
-    server = settings.server
-    sockets: list[socket.socket] = []
     try:
-        for port in (server.http_port, server.websocket_port):
-            sockets.append(make_socket(server.host, port))
-    except OSError as exc:
-        print(f"streamer: cannot listen on {server.host}:{port}: {exc.strerror}", file=sys.stderr)
-        for sock in sockets:
-            sock.close()
+        sockets = bind_ports(settings)
+    except PortUnavailable as exc:
+        print(f"streamer: {exc}", file=sys.stderr)
         return 1
-    bound = (sockets[0], sockets[1])
-    announce(settings, (bound[0].getsockname()[1], bound[1].getsockname()[1]), tls="ssl_certfile" in options)
     if args.reload:
         from .reload import run_with_reload
 
-        return run_with_reload(config_path, overrides, options, bound)
-    from ..server import serve
-
-    serve(settings, config_path, sockets=bound, uvicorn_options=options, overrides=overrides)
-    return 0
-
-
-def serve_child(
-    config_path: str | None,
-    overrides: dict[str, Any],
-    options: dict[str, Any],
-    sockets: tuple[socket.socket, socket.socket],
-) -> None:
-    """The server in a reloader's child process: settings are read again, so config edits apply."""
-    from ..errors import ConfigError
-    from ..observability.logging import configure_logging
+        return run_with_reload(config_path, overrides, options, sockets)
     from ..server import serve
 
     try:
-        settings = load(config_path, overrides)
-    except ConfigError as exc:
-        print_config_error(exc)
-        sys.exit(2)
-    configure_logging(settings.logging.level, settings.logging.format)
-    serve(settings, config_path, sockets=sockets, uvicorn_options=options, overrides=overrides)
-
-
-def banner_urls(settings: Settings, ports: tuple[int, int], tls: bool) -> dict[str, str]:
-    host = settings.server.host
-    shown = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
-    if ":" in shown:
-        shown = f"[{shown}]"
-    http, ws = ("https", "wss") if tls else ("http", "ws")
-    base = f"{http}://{shown}:{ports[0]}"
-    auth = ' -H "Authorization: Bearer $STREAMER_API_KEY"' if settings.security.api_keys else ""
-    return {
-        "rest": f"{base}/api/v1",
-        "ws": f"{ws}://{shown}:{ports[1]}/api/v1/stream",
-        "ws_on_rest_port": f"{ws}://{shown}:{ports[0]}/api/v1/stream",
-        "docs": f"{base}/docs",
-        "demo": f"{base}/demo/",
-        "try": f"curl{auth} -X POST {base}/api/v1/synth -H 'Content-Type: application/json' "
-        f"""-d '{{"text": "Hello from streamer", "format": "wav"}}' -o hello.wav""",
-    }
-
-
-def announce(settings: Settings, ports: tuple[int, int], tls: bool) -> None:
-    """Where to go now: a short banner on a console, one structured line in JSON logs."""
-    from .. import __version__
-    from ..engines.base import usable_cores
-
-    urls = banner_urls(settings, ports, tls)
-    fmt = settings.logging.format
-    if fmt == "auto":
-        fmt = "console" if sys.stderr.isatty() else "json"
-    if fmt == "json":
-        import structlog
-
-        structlog.get_logger("streamer.cli").info("server_urls", **urls)
-        return
-    workers = settings.pool.workers or f"{usable_cores()} (one per core)"
-    everywhere = ", listening on every interface" if settings.server.host in ("0.0.0.0", "::", "") else ""
-    lines = [
-        f"streamer {__version__}: engine {settings.tts.engine}, inference workers: {workers}{everywhere}",
-        f"  REST API   {urls['rest']}",
-        f"  WebSocket  {urls['ws']}  (also {urls['ws_on_rest_port']})",
-        f"  API docs   {urls['docs']}",
-        f"  Demo       {urls['demo']}",
-        f"  Try        {urls['try']}",
-    ]
-    print("\n".join(lines), file=sys.stderr, flush=True)
+        runtime = checked_runtime(settings, config_path, overrides)  # the engine and the default voice
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    ports = (sockets[0].getsockname()[1], sockets[1].getsockname()[1])
+    announce(runtime, ports, tls="ssl_certfile" in options)
+    serve(runtime, sockets=sockets, uvicorn_options=options)
+    return 0
