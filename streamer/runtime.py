@@ -33,6 +33,22 @@ def _engine_error(exc: UnknownEngine) -> ConfigError:
     return ConfigError(f"tts.engine: {exc.message}", [{"loc": ["tts", "engine"], "msg": exc.message}])
 
 
+def default_voice_problem(catalog: Catalog, settings: Settings, engine: str | None = None) -> str | None:
+    """Why ``tts.default_voice`` names no voice of the default engine (sessions would silently get
+    another voice), with the command that lists the right ones; None when it is unset or found."""
+    voice = settings.tts.default_voice
+    engine = engine or catalog.default_engine
+    if voice is None or catalog.find(engine, voice) is not None:
+        return None
+    command = f"`streamer voices --engine {engine}`"
+    hint = f"{command} lists them"
+    owners = [name for name in sorted(catalog.engines) if name != engine and catalog.find(name, voice)]
+    if owners:
+        hint = f"it is a {owners[0]} voice: set tts.engine: {owners[0]}, or pick one that {command} lists"
+    requested = settings.tts.engine
+    return f"tts.default_voice: no voice {voice!r} in engine {engine} (tts.engine: {requested}); {hint}"
+
+
 class Runtime:
     def __init__(
         self,
@@ -60,6 +76,8 @@ class Runtime:
             self.catalog = Catalog(engines, settings.tts.engine)
         except UnknownEngine as exc:
             raise _engine_error(exc) from None
+        if problem := default_voice_problem(self.catalog, settings):
+            raise ConfigError(problem)  # one line: the command line prints it as it is
         self.pool = WorkerPool(
             workers=settings.pool.workers,
             engines_settings=engines,
@@ -151,12 +169,17 @@ class Runtime:
         )
 
     def _check_settings(self, new: Settings) -> None:
-        """Refuse a live config whose engine this server cannot run (the schema cannot know)."""
+        """Refuse a live config whose engine this server cannot run, or whose default voice it does not
+        have (the schema cannot know either)."""
+        engine = self.catalog.default_engine
         if new.tts.engine != self.settings.tts.engine:
             try:
-                self.catalog.pick_default(new.tts.engine)
+                engine = self.catalog.pick_default(new.tts.engine)
             except UnknownEngine as exc:
                 raise _engine_error(exc) from None
+        if problem := default_voice_problem(self.catalog, new, engine):
+            reason = problem.removeprefix("tts.default_voice: ")
+            raise ConfigError(problem, [{"loc": ["tts", "default_voice"], "msg": reason}])
 
     def _apply_settings(self, old: Settings, new: Settings) -> None:
         """Apply a live config change: new sessions get new defaults; workers load a new engine."""

@@ -17,7 +17,7 @@ from typing import IO, Any
 
 from ..audio import PHRASE_GAP_MS, ChunkShaper, StreamingEncoder
 from ..errors import ConfigError, InvalidField, UnknownVoice
-from .preflight import default_voice_problem
+from ..runtime import default_voice_problem
 from .settings import settings_from_args
 
 # Extensions `-o FILE` understands, and the format each means.
