@@ -25,6 +25,22 @@ class AudioFrame:
     def duration_ms(self) -> float:
         return self.samples * 1000 / self.sample_rate if self.sample_rate else 0.0
 
+    @classmethod
+    def from_wire(cls, message: dict[str, Any], received_at: float, generation: int) -> AudioFrame:
+        """An `audio` message as decoded; ``generation`` stands in when the message has none."""
+        given = message.get("generation")
+        return cls(
+            data=message["data"],
+            seq=message["seq"],
+            generation=given if isinstance(given, int) else generation,
+            format=message["format"],
+            sample_rate=message["sample_rate"],
+            samples=message["samples"],
+            text_start=message.get("text_start"),
+            text_end=message.get("text_end"),
+            received_at=received_at,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Event:

@@ -19,73 +19,22 @@ import asyncio
 import contextlib
 import ssl as ssl_module
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Generator, Iterable
-from dataclasses import dataclass
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Any, Literal, overload
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgpack
 import orjson
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from ..protocol.fields import CONFIG_KEYS
+from ._connect import Connector, open_socket
+from ._generations import DATA_TYPES, Generations
 from ._inbox import Inbox, SenderFailed, StreamClosed
-from ._tls import ssl_context
-from .errors import ClientError, ConnectionClosed, HandshakeRefused, ServerError
+from ._replies import Replies, Waiter
+from ._turns import collect
+from .errors import ClientError, ConnectionClosed
 from .messages import AudioFrame, ClientStats, Event, Message, Turn
-
-CONFIG_KEYS = frozenset({"engine", "voice", "voice_id", "language", "speed", "format", "sample_rate"})
-# Messages that belong to a generation's speech: dropped once that generation is interrupted.
-DATA_TYPES = frozenset({"audio", "chunk_start", "chunk_end", "done"})
-
-
-@dataclass(eq=False, slots=True)
-class _Waiter:
-    kind: str  # the event type that answers
-    message_id: str | None  # the request's id: an `error` naming it answers too
-    future: asyncio.Future[Event]
-    sent_at: float
-
-
-def _with_query(url: str, **params: str) -> str:
-    parts = urlsplit(url)
-    query = [*parse_qsl(parts.query), *params.items()]
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-class _Connector:
-    """What `StreamerClient.connect()` returns: awaitable, or an async context manager that closes."""
-
-    def __init__(self, opener: Callable[[], Awaitable[StreamerClient]]) -> None:
-        self._opener = opener
-        self._client: StreamerClient | None = None
-
-    def __await__(self) -> Generator[Any, None, StreamerClient]:
-        return self._opener().__await__()
-
-    async def __aenter__(self) -> StreamerClient:
-        self._client = await self._opener()
-        return self._client
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._client is not None:
-            await self._client.close()
-
-
-class _Events:
-    def __init__(self, client: StreamerClient) -> None:
-        self._client = client
-
-    def __aiter__(self) -> _Events:
-        return self
-
-    async def __anext__(self) -> Message:
-        item = await self._client._next()
-        if isinstance(item, StreamClosed):
-            raise StopAsyncIteration
-        if isinstance(item, SenderFailed):  # a stream() that ended while someone iterated events
-            raise ClientError("the text source of stream() failed") from item.error
-        return item
 
 
 class StreamerClient:
@@ -95,14 +44,12 @@ class StreamerClient:
         self._ws = ws
         self.binary = binary  # control messages as msgpack binary frames (the server answers in kind)
         self.ready: Event | None = None
-        self.generation = 0  # the session's current generation, as far as this client knows
         self.last_seq: int | None = None  # seq of the last audio frame received
         self.stats = ClientStats()
-        self._floor = 0  # data messages of a generation below this are stale
-        self._acked = 0  # generation of the latest `interrupted` received
         self._inbox = Inbox(max_queue)
+        self._generations = Generations(self.stats, self._inbox)
         self._audio: dict[str, Any] = {}
-        self._waiters: list[_Waiter] = []
+        self._replies = Replies()
         self._counter = 0
         self._reading = False
         self._stream_task: asyncio.Task[None] | None = None
@@ -125,7 +72,7 @@ class StreamerClient:
         max_queue: int = 256,
         headers: dict[str, str] | None = None,
         **config: Any,
-    ) -> _Connector:
+    ) -> Connector[StreamerClient]:
         """Open a session: a new one with ``config`` (engine, voice, voice_id, language, speed, format,
         sample_rate), or an existing one with ``session_id`` and ``resume_token``.
 
@@ -133,33 +80,14 @@ class StreamerClient:
         ``?api_key=`` (what browsers must do). ``verify`` is for wss:// URLs: False skips certificate
         checks, a path names a CA file. ``max_queue``: messages received but not yet consumed.
         """
-        unknown = sorted(set(config) - CONFIG_KEYS)
+        unknown = sorted(set(config) - set(CONFIG_KEYS))
         if unknown:
             raise TypeError(f"unknown session setting(s): {', '.join(unknown)}; known: {sorted(CONFIG_KEYS)}")
         if (session_id is None) != (resume_token is None):
             raise TypeError("session_id and resume_token go together")
 
         async def open_client() -> StreamerClient:
-            extra = dict(headers or {})
-            target = url
-            if api_key is not None:
-                if api_key_in == "query":
-                    target = _with_query(url, api_key=api_key)
-                else:
-                    extra["Authorization"] = f"Bearer {api_key}"
-            try:
-                ws = await websockets.connect(
-                    target,
-                    additional_headers=extra,
-                    ssl=ssl_context(verify) if url.startswith("wss:") else None,
-                    open_timeout=open_timeout,
-                    max_size=16 * 2**20,
-                    compression=None,  # audio does not deflate; compressing costs latency for nothing
-                )
-            except websockets.InvalidStatus as exc:
-                response = exc.response
-                body = response.body.decode("utf-8", "replace") if response.body else ""
-                raise HandshakeRefused(response.status_code, body[:500]) from None
+            ws = await open_socket(url, api_key, api_key_in, verify, open_timeout, headers)
             client = cls(ws, binary=binary, max_queue=max_queue)
             try:
                 await client._start(session_id, resume_token, config, open_timeout)
@@ -168,7 +96,7 @@ class StreamerClient:
                 raise
             return client
 
-        return _Connector(open_client)
+        return Connector(open_client)
 
     async def _start(
         self, session_id: str | None, resume_token: str | None, config: dict[str, Any], timeout: float
@@ -212,6 +140,11 @@ class StreamerClient:
     def audio_format(self) -> dict[str, Any]:
         """``{"format", "sample_rate", "channels"}`` of the session, from `ready` or the last `configured`."""
         return self._audio
+
+    @property
+    def generation(self) -> int:
+        """The session's current generation, as far as this client knows."""
+        return self._generations.current
 
     @property
     def closed(self) -> bool:
@@ -346,7 +279,7 @@ class StreamerClient:
         interrupted generation still waiting to be consumed, or still in flight, is dropped.
         """
         await self._stop_stream()
-        self._raise_floor(self.generation + 1)
+        self._generations.interrupting()
         waiter = self._expect("interrupted")
         await self._send({"type": "interrupt"})
         return await self._wait(waiter, timeout)
@@ -354,7 +287,7 @@ class StreamerClient:
     async def config(self, *, timeout: float = 10.0, **changes: Any) -> Event:
         """Change voice, speed or format mid-session; returns `configured`. A new format or rate applies
         from the next turn; voice and speed from the next chunk."""
-        unknown = sorted(set(changes) - CONFIG_KEYS)
+        unknown = sorted(set(changes) - set(CONFIG_KEYS))
         if unknown:
             raise TypeError(f"unknown session setting(s): {', '.join(unknown)}")
         message_id = self._next_id("c")
@@ -373,9 +306,12 @@ class StreamerClient:
 
     # ---- reading --------------------------------------------------------------------------------
 
-    def events(self) -> AsyncIterator[Message]:
+    async def events(self) -> AsyncIterator[Message]:
         """Everything the server sends (audio frames and events) until the connection closes."""
-        return _Events(self)
+        while not isinstance(item := await self._next(), StreamClosed):
+            if isinstance(item, SenderFailed):  # a stream() that ended while someone iterated events
+                raise ClientError("the text source of stream() failed") from item.error
+            yield item
 
     async def _next(self, timeout: float | None = None) -> Message | SenderFailed | StreamClosed:
         if self._reading:
@@ -387,32 +323,7 @@ class StreamerClient:
             self._reading = False
 
     async def _collect(self, turn: Turn, timeout: float | None) -> Turn:
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        while True:
-            remaining = None if deadline is None else max(0.0, deadline - loop.time())
-            try:
-                item = await self._next(remaining)
-            except TimeoutError:
-                raise TimeoutError(f"turn {turn.id} not done within {timeout} s") from None
-            if isinstance(item, StreamClosed):
-                raise ConnectionClosed(item.code, item.reason)
-            if isinstance(item, SenderFailed):
-                raise ClientError("the text source of stream() failed") from item.error
-            turn._add(item)
-            if isinstance(item, AudioFrame):
-                continue
-            kind = item.type
-            if kind == "done" and item.get("id") == turn.id:
-                turn.done = item
-            elif kind == "interrupted" and (item.generation or 0) > turn.generation:
-                turn.interrupted = item
-            elif kind == "error" and (item.get("fatal") or item.get("id") == turn.id):
-                raise ServerError(item)
-            else:
-                continue
-            turn.finished_at = item.received_at
-            return turn
+        return await collect(turn, self._next, timeout)
 
     async def _read(self) -> None:
         failure = ""
@@ -429,71 +340,34 @@ class StreamerClient:
             code, reason = self._ws.close_code, failure or self._ws.close_reason or ""
             marker = StreamClosed(code, reason)
             self._inbox.close(marker)
-            for waiter in self._waiters:
-                if not waiter.future.done():
-                    waiter.future.set_exception(ConnectionClosed(code, reason))
-            self._waiters.clear()
+            self._replies.close(code, reason)
 
     async def _dispatch(self, raw: str | bytes) -> None:
         message = orjson.loads(raw) if isinstance(raw, str) else msgpack.unpackb(raw, raw=False)
         now = time.perf_counter()
         kind = message.get("type")
         generation = message.get("generation")
-        if kind in DATA_TYPES and isinstance(generation, int) and generation < self._floor:
-            self._count_stale(generation)
+        if self._generations.stale(kind, generation):
             return
         if kind == "audio":
-            item: Message = AudioFrame(
-                data=message["data"],
-                seq=message["seq"],
-                generation=generation if isinstance(generation, int) else self.generation,
-                format=message["format"],
-                sample_rate=message["sample_rate"],
-                samples=message["samples"],
-                text_start=message.get("text_start"),
-                text_end=message.get("text_end"),
-                received_at=now,
-            )
+            item: Message = AudioFrame.from_wire(message, now, self.generation)
             self.last_seq = item.seq
         else:
-            item = self._answer(Event(kind, message, now))
+            item = self._replies.answer(Event(kind, message, now), started=self.ready is not None)
             if kind == "ready":
-                self.generation = self._floor = self._acked = item.generation or 0
+                self._generations.started(item.generation or 0)
                 self._audio = message.get("audio", {})
                 return  # taken by connect(), never queued
             if kind == "interrupted" and item.generation is not None:
-                self.stats.interrupts += 1
-                self.generation = max(self.generation, item.generation)
-                self._acked = max(self._acked, item.generation)
-                self._raise_floor(item.generation)
+                self._generations.acknowledged(item.generation)
         if kind in DATA_TYPES:
             await self._inbox.wait_for_room()
             # While it waited, an interrupt may have made this message stale.
-            if isinstance(generation, int) and generation < self._floor:
-                self._count_stale(generation)
+            if self._generations.stale(kind, generation):
                 return
             if kind == "audio":
                 self.stats.frames += 1
         self._inbox.append(item)
-
-    def _count_stale(self, generation: int) -> None:
-        self.stats.dropped += 1
-        if generation < self._acked:
-            self.stats.stale_after_ack += 1
-
-    def _raise_floor(self, generation: int) -> None:
-        if generation <= self._floor:
-            return
-        self._floor = generation
-
-        def stale(item: Message | SenderFailed) -> bool:
-            if isinstance(item, AudioFrame):
-                return item.generation < generation
-            if isinstance(item, Event) and item.type in DATA_TYPES:
-                return (item.generation or 0) < generation
-            return False
-
-        self.stats.dropped += self._inbox.remove(stale)
 
     # ---- requests and replies -------------------------------------------------------------------
 
@@ -504,47 +378,13 @@ class StreamerClient:
     def _new_turn(self, text: str) -> Turn:
         return Turn(id=self._next_id("t"), generation=self.generation, sent_at=time.perf_counter(), text=text)
 
-    def _expect(self, kind: str, message_id: str | None = None) -> _Waiter:
-        """Wait for the next ``kind`` event, or the `error` answering ``message_id``."""
+    def _expect(self, kind: str, message_id: str | None = None) -> Waiter:
         if self._inbox.closed is not None:
             raise ConnectionClosed(self._inbox.closed.code, self._inbox.closed.reason)
-        waiter = _Waiter(kind, message_id, asyncio.get_running_loop().create_future(), time.perf_counter())
-        self._waiters.append(waiter)
-        return waiter
+        return self._replies.expect(kind, message_id)
 
-    def _answer(self, event: Event) -> Event:
-        """Wake whoever waits for ``event``; returns it with its latency when it is a reply."""
-        message_id = event.get("id")
-        if event.type == "error":
-            answered = [w for w in self._waiters if message_id is not None and w.message_id == message_id]
-            if not answered and (event.get("fatal") or self.ready is None):
-                answered = list(self._waiters)  # before `ready` an error answers the start
-            for waiter in answered:
-                self._waiters.remove(waiter)
-                if not waiter.future.done():
-                    waiter.future.set_exception(ServerError(event))
-            return event
-        candidates = [w for w in self._waiters if w.kind == event.type and not w.future.done()]
-        # A reply naming its request (`pong`) goes to that request; others to the oldest waiting.
-        waiter = next((w for w in candidates if w.message_id == message_id), None) if message_id else None
-        waiter = waiter or (candidates[0] if candidates else None)
-        if waiter is None:
-            return event
-        self._waiters.remove(waiter)
-        replied = Event(
-            event.type, event.data, event.received_at, (event.received_at - waiter.sent_at) * 1000
-        )
-        waiter.future.set_result(replied)
-        return replied
-
-    async def _wait(self, waiter: _Waiter, timeout: float | None) -> Event:
-        try:
-            return await asyncio.wait_for(waiter.future, timeout)
-        except TimeoutError:
-            raise TimeoutError(f"no `{waiter.kind}` from the server within {timeout} s") from None
-        finally:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
+    async def _wait(self, waiter: Waiter, timeout: float | None) -> Event:
+        return await self._replies.wait(waiter, timeout)
 
     async def _send(self, message: dict[str, Any]) -> None:
         if self._inbox.closed is not None:
