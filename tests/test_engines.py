@@ -21,9 +21,9 @@ from streamer.engines import (
     is_available,
     resolve_auto,
 )
-from streamer.engines.base import usable_cores
+from streamer.engines.base import check_speed, usable_cores
 from streamer.engines.espeak import EspeakEngine
-from streamer.errors import EngineError, UnknownEngine, UnknownVoice
+from streamer.errors import EngineError, InvalidField, UnknownEngine, UnknownVoice
 
 SENTENCE = "The quick brown fox jumps over the lazy dog."
 LONG_TEXT = " ".join([SENTENCE] * 30)
@@ -184,6 +184,21 @@ def test_espeak_unknown_voice(espeak: EspeakEngine) -> None:
         speak(espeak, SENTENCE, voice="xx-nowhere")
 
 
+def test_espeak_refuses_a_blend_by_name(espeak: EspeakEngine) -> None:
+    request = SynthesisRequest(text=SENTENCE, voice={"en-us": 0.5, "en-gb": 0.5})
+    with pytest.raises(InvalidField, match="'espeak' cannot blend voices"):
+        list(espeak.synthesize(request, never))
+
+
+@pytest.mark.parametrize("speed", [0, -1.0, 0.2, 4.5, float("nan"), float("inf"), True])
+def test_every_engine_checks_speed_against_the_session_range(espeak: EspeakEngine, speed: float) -> None:
+    assert check_speed(0.25) == 0.25 and check_speed(4) == 4.0
+    with pytest.raises(ValueError, match=r"speed must be a number from 0\.25 to 4\.0"):
+        check_speed(speed)
+    with pytest.raises(ValueError, match="speed"):
+        speak(espeak, SENTENCE, speed=speed)
+
+
 # --- piper ------------------------------------------------------------------------------------
 
 JOE = "en_US-joe-medium"
@@ -258,6 +273,14 @@ def test_piper_empty_text_yields_nothing(piper: Engine) -> None:
 def test_piper_unknown_voice(piper: Engine) -> None:
     with pytest.raises(UnknownVoice):
         speak(piper, SENTENCE, voice="en_US-nobody-medium")
+
+
+@pytest.mark.piper
+def test_piper_refuses_a_blend_and_a_speed_out_of_range(piper: Engine) -> None:
+    with pytest.raises(InvalidField, match="'piper' cannot blend voices"):
+        list(piper.synthesize(SynthesisRequest(text=SENTENCE, voice={JOE: 1.0}), never))
+    with pytest.raises(ValueError, match="speed"):
+        speak(piper, SENTENCE, voice=JOE, speed=0)
 
 
 @pytest.fixture()

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidField, UnknownEngine, UnknownVoice
+from ..protocol import fields
 from . import ENGINE_NAMES, create_engine, resolve_auto
 from .base import Engine, Voice
 
@@ -22,7 +23,7 @@ def primary_language(code: str) -> str:
 @dataclass(frozen=True, slots=True)
 class ResolvedVoice:
     engine: str
-    voice: str | dict[str, float]  # a name, or a blend of speaker names -> weights (engines that blend)
+    voice: fields.Voice  # a name, or a blend of speaker names -> weights (engines that blend)
     language: str
     sample_rate: int
 
@@ -87,7 +88,7 @@ class Catalog:
     def resolve(
         self,
         engine: str | None,
-        voice: str | dict[str, float] | None,
+        voice: fields.Voice | None,
         language: str | None,
         default_voice: str | None = None,
         default_language: str = "en",
@@ -134,7 +135,7 @@ class Catalog:
         chosen = group[default_voice_id]
         return ResolvedVoice(engine_name, chosen.name, chosen.language, chosen.sample_rate)
 
-    def _resolve_blend(self, engine_name: str, weights: dict[str, float]) -> ResolvedVoice:
+    def _resolve_blend(self, engine_name: str, weights: fields.Blend) -> ResolvedVoice:
         engine = self.engine(engine_name)
         if not engine.capabilities.blending:
             raise InvalidField(f"engine '{engine_name}' cannot blend voices; name one voice", field="voice")

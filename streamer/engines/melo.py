@@ -80,8 +80,9 @@ import structlog
 from pydantic import ValidationError
 
 from streamer.config import MeloSettings
-from streamer.engines.base import Capabilities, ShouldStop, SynthesisRequest, Voice
+from streamer.engines.base import Capabilities, ShouldStop, SynthesisRequest, Voice, check_speed
 from streamer.errors import EngineError, InvalidField, UnknownVoice
+from streamer.protocol import fields
 
 if TYPE_CHECKING:
     import torch
@@ -435,16 +436,6 @@ def _sentences(text: str) -> list[str]:
     return [piece for piece in pieces if any(char.isalnum() for char in piece)]
 
 
-def _check_speed(speed: float) -> float:
-    if (
-        isinstance(speed, bool)
-        or not isinstance(speed, int | float)
-        or not (math.isfinite(speed) and speed > 0)
-    ):
-        raise ValueError(f"speed must be a positive number, got {speed!r}")
-    return float(speed)
-
-
 def _blend_weights(blend: Mapping[Any, Any]) -> dict[str, float]:
     if not blend:
         raise InvalidField("a voice blend names at least one speaker", field="voice")
@@ -792,7 +783,7 @@ class MeloEngine:
 
     # ---- synthesis ---------------------------------------------------------------------------------
 
-    def _speaker(self, voice: str | Mapping[str, float]) -> tuple[_Model, torch.Tensor]:
+    def _speaker(self, voice: fields.Voice) -> tuple[_Model, torch.Tensor]:
         """The model a voice speaks with and its conditioning vector g, [1, gin_channels, 1]."""
         import torch
 
@@ -929,7 +920,7 @@ class MeloEngine:
     def synthesize(self, request: SynthesisRequest, should_stop: ShouldStop) -> Iterator[np.ndarray]:
         import torch
 
-        speed = _check_speed(request.speed)
+        speed = check_speed(request.speed)
         if not self._models:
             self.load()
         model, g = self._speaker(request.voice)
@@ -965,7 +956,7 @@ class MeloEngine:
         if not self._models:
             self.load()
         voices = [self._speaker(request.voice) for request in requests]
-        speeds = [_check_speed(request.speed) for request in requests]
+        speeds = [check_speed(request.speed) for request in requests]
         model = voices[0][0]
         if any(other is not model for other, _ in voices):
             raise InvalidField("a batch speaks with one language's model", field="voice")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,7 +13,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import structlog
 
-from streamer.engines.base import Capabilities, ShouldStop, SynthesisRequest, Voice, usable_cores
+from streamer.engines.base import (
+    Capabilities,
+    ShouldStop,
+    SynthesisRequest,
+    Voice,
+    check_speed,
+    usable_cores,
+    voice_name,
+)
 from streamer.errors import EngineError, UnknownVoice
 
 if TYPE_CHECKING:
@@ -184,13 +191,12 @@ class PiperEngine:
         return PiperVoice(session=session, config=config)
 
     def synthesize(self, request: SynthesisRequest, should_stop: ShouldStop) -> Iterator[np.ndarray]:
-        if not (math.isfinite(request.speed) and request.speed > 0):
-            raise ValueError(f"speed must be a positive number, got {request.speed!r}")
+        speed = check_speed(request.speed)
         from piper import SynthesisConfig
 
-        voice = self._voice(request.voice, self._session_threads(request))
+        voice = self._voice(voice_name(request, self.name), self._session_threads(request))
         # Scale the voice's own pace (its config's length_scale) rather than replace it.
-        config = SynthesisConfig(length_scale=voice.config.length_scale / request.speed)
+        config = SynthesisConfig(length_scale=voice.config.length_scale / speed)
         sentences = voice.synthesize(request.text, config)
         while not should_stop():
             try:

@@ -17,6 +17,8 @@ from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any
 
+from ..protocol.fields import Voice
+
 
 def worker_main(
     conn: Connection,
@@ -149,7 +151,7 @@ def _synthesize_batch(
 _rates: dict[tuple[str, str], int] = {}
 
 
-def _voice_rate(engine: Any, voice: str | dict[str, float]) -> int:
+def _voice_rate(engine: Any, voice: Voice) -> int:
     # A blend speaks at the rate of its speakers (one language, one model): any of them tells.
     key = (engine.name, voice if isinstance(voice, str) else next(iter(voice)))
     if key not in _rates:
