@@ -329,11 +329,11 @@ def test_a_checkpoint_that_does_not_fit_its_config_is_refused(melo_assets: Path,
 
 
 def test_only_the_configured_language_is_imported(engine: MeloEngine) -> None:
-    from streamer.engines.melo import _Placeholder
+    from streamer.engines.melo.isolation import Placeholder
 
     for name in ("japanese", "chinese", "chinese_mix", "korean", "french", "spanish", "chinese_bert"):
-        assert isinstance(sys.modules[f"melo.text.{name}"], _Placeholder), name
-    assert not isinstance(sys.modules["melo.text.english"], _Placeholder)
+        assert isinstance(sys.modules[f"melo.text.{name}"], Placeholder), name
+    assert not isinstance(sys.modules["melo.text.english"], Placeholder)
     for library in ("MeCab", "jieba", "pypinyin", "pykakasi", "cn2an", "gruut"):
         assert library not in sys.modules, library
     assert engine.capabilities.streaming and engine.capabilities.blending
@@ -401,11 +401,11 @@ def test_windows_without_enough_context_still_join_closely(melo_assets: Path, on
 
 
 def test_windows_grow_to_what_the_audio_ahead_covers() -> None:
-    from streamer.engines.melo import _Pacer
+    from streamer.engines.melo.decoding import Pacer
 
     now = [0.0]
     rate, frame = 44100, 512
-    pacer = _Pacer(rate, first=32, largest=256, context=16, clock=lambda: now[0])
+    pacer = Pacer(rate, first=32, largest=256, context=16, clock=lambda: now[0])
     assert pacer.window() == 32  # nothing measured yet: the configured first window
     pacer.decoded(48, 0.3)  # 6.25 ms per frame: slower than half real time (11.6 ms per frame)
     pacer.sent(28 * frame)  # 325 ms ahead covers 0.8 * 0.325 / 0.00625 = 41 frames, 9 beyond context
