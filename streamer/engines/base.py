@@ -106,6 +106,11 @@ class Engine(Protocol):
         """Whether the engine's libraries and at least one voice are installed."""
         ...
 
+    def unavailable_reason(self) -> str | None:
+        """None when ``available()``; else why not and what to do about it, in a line for a person
+        ("no model files in /x/EN (no such folder): expected ..."). As cheap as ``available()``."""
+        ...
+
     def voices(self) -> list[Voice]: ...
 
     def load(self) -> None:

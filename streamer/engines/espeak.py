@@ -67,7 +67,10 @@ def _library_path() -> str:
     except ImportError:
         path = ctypes.util.find_library("espeak-ng")
         if path is None:
-            raise EngineError("espeak-ng not found: install espeakng-loader or libespeak-ng") from None
+            raise EngineError(
+                "espeak-ng not found: pip install espeakng-loader (a dependency of streamer), "
+                "or install the system library (libespeak-ng1)"
+            ) from None
         return path
     return espeakng_loader.get_library_path()
 
@@ -273,10 +276,17 @@ class EspeakEngine:
         return _espeak(self._data_path, self._buffer_ms)
 
     def available(self) -> bool:
+        return self.unavailable_reason() is None
+
+    def unavailable_reason(self) -> str | None:
         try:
-            return bool(self._runtime().voices)
-        except EngineError:
-            return False
+            runtime = self._runtime()
+        except EngineError as exc:
+            return str(exc)
+        if not runtime.voices:
+            where = self._data_path or "the library's own"
+            return f"espeak-ng lists no voices (data path: {where}): check engines.espeak.data_path"
+        return None
 
     def voices(self) -> list[Voice]:
         if self._voices is None:

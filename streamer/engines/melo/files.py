@@ -155,11 +155,11 @@ class ModelFiles:
 
         if cause is None:
             # Listing voices never downloads: a server starts as fast offline as online.
-            why = "models are only downloaded by the install script"
+            why = f"{HF_HUB_CACHE}; streamer does not download models when it starts"
         else:
-            why = f"the hub could not be reached ({type(cause).__name__}: {cause})"
+            why = f"{HF_HUB_CACHE}; the hub could not be reached: {type(cause).__name__}: {cause}"
         return EngineError(
-            f"no MeloTTS {language.key} checkpoint in the Hugging Face cache ({HF_HUB_CACHE}), and {why}: "
+            f"no MeloTTS {language.key} checkpoint in the Hugging Face cache ({why}): "
             f"run `{_download_hint(language)}` where the network allows, or put {expected} in "
             f"<folder>/{language.key}/ and set engines.melo.model_dir to <folder>"
         )
