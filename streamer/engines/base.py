@@ -127,3 +127,13 @@ class Engine(Protocol):
         (mid-utterance where the library allows) and returns.
         """
         ...
+
+
+@runtime_checkable
+class BatchEngine(Engine, Protocol):
+    """An engine that can synthesize several requests of one model in one pass (MeloTTS). The pool
+    batches chunks only for these (``pool.max_batch`` > 1)."""
+
+    def synthesize_batch(self, requests: list[SynthesisRequest]) -> list[np.ndarray]:
+        """The whole audio of each request, computed together."""
+        ...
