@@ -220,7 +220,7 @@ class PiperEngine:
         voice = self._voice(voice_name(request, self.name), self._session_threads(request))
         # Scale the voice's own pace (its config's length_scale) rather than replace it.
         config = SynthesisConfig(length_scale=voice.config.length_scale / speed)
-        sentences = voice.synthesize(request.text, config)
+        sentences = iter(voice.synthesize(request.text, config))
         while not should_stop():
             try:
                 chunk = next(sentences, None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -40,7 +40,7 @@ class Job:
     finished: bool = False
     timings: Timings = field(default_factory=Timings)
 
-    async def blocks(self) -> AsyncIterator[tuple[int, np.ndarray]]:
+    async def blocks(self) -> AsyncGenerator[tuple[int, np.ndarray], None]:
         """(sample_rate, float32 block) pairs until the job ends; raises the job's error."""
         while True:
             item = await self.results.get()

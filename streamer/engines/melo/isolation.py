@@ -124,7 +124,7 @@ def _english_nltk_data() -> Any:
 def _share_tagger(tagger: Any) -> None:
     # nltk >= 3.9 rebuilds its perceptron tagger from JSON on every pos_tag() call, and g2p_en calls
     # pos_tag for every word melo's dictionary lacks: one tagger, loaded once, serves them all.
-    g2p_module = sys.modules.get("g2p_en.g2p")
+    g2p_module: Any = sys.modules.get("g2p_en.g2p")  # untyped, as all of melo's and g2p_en's modules
     if g2p_module is not None:
         g2p_module.pos_tag = tagger.tag
 

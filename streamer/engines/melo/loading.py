@@ -128,7 +128,7 @@ def _load_bert(language: Language, folder: Path, device: torch.device) -> None:
 
     transformers_logging.disable_progress_bar()
     module_name, repo = language.bert
-    module = sys.modules[f"melo.text.{module_name}"]
+    module: Any = sys.modules[f"melo.text.{module_name}"]  # melo's modules are untyped
     try:
         bert = AutoModelForMaskedLM.from_pretrained(str(folder), local_files_only=True)
     except Exception as exc:  # transformers raises OSError, ValueError and its own errors
