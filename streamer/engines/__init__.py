@@ -37,7 +37,7 @@ _CLASSES = {
 
 def create_engine(name: str, settings: dict[str, Any] | None = None) -> Engine:
     """A new engine by name. Raises UnknownEngine for a name not in ENGINE_NAMES and EngineError
-    when the engine's module is not part of this installation (melo before it is written)."""
+    when the engine's module is not part of this installation."""
     if name not in _CLASSES:
         raise UnknownEngine(f"unknown engine {name!r}; known: {', '.join(ENGINE_NAMES)}", engine=name)
     module_name, class_name = _CLASSES[name]
