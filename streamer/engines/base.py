@@ -9,6 +9,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..errors import InvalidField
+from ..protocol import fields
+
 # Synthesis checks this between blocks (and espeak inside the library's callback); True means stop now.
 ShouldStop = Callable[[], bool]
 
@@ -57,13 +60,35 @@ class SynthesisRequest:
     """What a worker is asked to speak. Picklable: it crosses the process boundary."""
 
     text: str
-    voice: str
-    speed: float = 1.0
+    voice: fields.Voice  # a voice's name, or a blend of speaker names -> weights (Capabilities.blending)
+    speed: float = 1.0  # checked by the engine with check_speed
     options: dict[str, Any] = field(default_factory=dict)
     # Cores this chunk may use, set by the pool when it hands the chunk out: the cores no running chunk
     # holds, less one per waiting chunk that could use one (at least 1). 0: not set; the engine uses its
     # own setting. Engines may use fewer (Capabilities.threads) or ignore it.
     threads: int = 0
+
+
+def check_speed(speed: float) -> float:
+    """The request's speaking rate, checked the same way by every engine: a number in
+    ``SPEED_MIN..SPEED_MAX``, the range sessions, REST, Wyoming and the CLI accept. Anything else
+    reaching an engine is a caller's mistake, not a client's: ValueError."""
+    if (
+        isinstance(speed, bool)
+        or not isinstance(speed, int | float)
+        or not fields.SPEED_MIN <= speed <= fields.SPEED_MAX  # also false for nan
+    ):
+        raise ValueError(
+            f"speed must be a number from {fields.SPEED_MIN} to {fields.SPEED_MAX}, got {speed!r}"
+        )
+    return float(speed)
+
+
+def voice_name(request: SynthesisRequest, engine: str) -> str:
+    """The one voice a request names, for engines that cannot blend: a blend is refused by name."""
+    if isinstance(request.voice, str):
+        return request.voice
+    raise InvalidField(f"engine '{engine}' cannot blend voices; name one voice", field="voice")
 
 
 @runtime_checkable
@@ -81,6 +106,11 @@ class Engine(Protocol):
         """Whether the engine's libraries and at least one voice are installed."""
         ...
 
+    def unavailable_reason(self) -> str | None:
+        """None when ``available()``; else why not and what to do about it, in a line for a person
+        ("no model files in /x/EN (no such folder): expected ..."). As cheap as ``available()``."""
+        ...
+
     def voices(self) -> list[Voice]: ...
 
     def load(self) -> None:
@@ -96,4 +126,14 @@ class Engine(Protocol):
         sentence. ``should_stop`` is polled between blocks: when it returns True the engine stops
         (mid-utterance where the library allows) and returns.
         """
+        ...
+
+
+@runtime_checkable
+class BatchEngine(Engine, Protocol):
+    """An engine that can synthesize several requests of one model in one pass (MeloTTS). The pool
+    batches chunks only for these (``pool.max_batch`` > 1)."""
+
+    def synthesize_batch(self, requests: list[SynthesisRequest]) -> list[np.ndarray]:
+        """The whole audio of each request, computed together."""
         ...

@@ -1,6 +1,8 @@
 """The voices of every installed engine, seen from the event-loop process: listing and name resolution.
 
-Only cheap engine calls happen here (``available()``, ``voices()``); models load in the workers.
+Only cheap engine calls happen here (``unavailable_reason()``, ``voices()``); models load in the workers.
+The catalog also says which engine is the default and why (``choice``, ``describe_choice()``), and why
+each engine it does not offer is missing (``errors``).
 A voice's ``voice_id`` is its index in its language's list, a language being the primary subtag
 ("en" holds en, en-gb, en-us...), in the order the engine lists its voices.
 """
@@ -11,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidField, UnknownEngine, UnknownVoice
-from . import ENGINE_NAMES, create_engine, resolve_auto
+from ..protocol import fields
+from . import AUTO_ORDER, ENGINE_NAMES, create_engine
 from .base import Engine, Voice
 
 
@@ -22,34 +25,78 @@ def primary_language(code: str) -> str:
 @dataclass(frozen=True, slots=True)
 class ResolvedVoice:
     engine: str
-    voice: str | dict[str, float]  # a name, or a blend of speaker names -> weights (engines that blend)
+    voice: fields.Voice  # a name, or a blend of speaker names -> weights (engines that blend)
     language: str
     sample_rate: int
+
+
+@dataclass(frozen=True, slots=True)
+class EngineChoice:
+    """How the default engine was chosen: named by ``tts.engine``, or picked by ``auto``."""
+
+    engine: str
+    asked: str  # what tts.engine says: "auto" or an engine's name
+    skipped: dict[str, str]  # auto only: the better engines it passed over -> why (as in Catalog.errors)
 
 
 class Catalog:
     def __init__(self, engines_settings: dict[str, dict[str, Any]], engine: str = "auto") -> None:
         self.engines_settings = engines_settings
         self.engines: dict[str, Engine] = {}
-        self.errors: dict[str, str] = {}
+        self.errors: dict[str, str] = {}  # engine -> why it is not offered, and what to do
         for name in ENGINE_NAMES:
             try:
                 candidate = create_engine(name, engines_settings.get(name, {}))
-                if candidate.available():
-                    self.engines[name] = candidate
-                else:
-                    self.errors[name] = "not installed, or no model or voice found"
+                reason = candidate.unavailable_reason()
             except Exception as exc:  # an engine that cannot even be created is simply not offered
                 self.errors[name] = str(exc)
+                continue
+            if reason is None:
+                self.engines[name] = candidate
+            else:
+                self.errors[name] = reason
         self._voices: dict[str, list[Voice]] = {}
+        self._proposal: EngineChoice | None = None
+        self.choice: EngineChoice
         self.default_engine = self.pick_default(engine)
 
+    @property
+    def default_engine(self) -> str:
+        return self.choice.engine
+
+    @default_engine.setter
+    def default_engine(self, engine: str) -> None:
+        # pick_default only proposes (the runtime checks a live config with it before applying it):
+        # the choice is made when the engine it picked is set.
+        proposal = self._proposal
+        self.choice = proposal if proposal and proposal.engine == engine else EngineChoice(engine, engine, {})
+
     def pick_default(self, engine: str) -> str:
+        """The engine ``tts.engine`` names, or for ``auto`` the first of AUTO_ORDER available (espeak at
+        last); UnknownEngine, with the reason, for a named engine that is not available."""
         if engine == "auto":
-            return resolve_auto(self.engines_settings)
+            chosen = next((name for name in AUTO_ORDER[:-1] if name in self.engines), AUTO_ORDER[-1])
+            better = AUTO_ORDER[: AUTO_ORDER.index(chosen)]
+            skipped = {name: self.errors.get(name, "not available") for name in better}
+            self._proposal = EngineChoice(chosen, "auto", skipped)
+            return chosen
         if engine not in self.engines:
             raise UnknownEngine(f"engine '{engine}' is not available: {self.errors.get(engine, 'unknown')}")
+        self._proposal = EngineChoice(engine, engine, {})
         return engine
+
+    def describe_choice(self) -> str:
+        """One line for a person: the default engine, and for ``auto`` why each better one was skipped."""
+        choice = self.choice
+        if choice.asked != "auto":
+            return f"engine {choice.engine}, named by tts.engine"
+        if not choice.skipped:
+            return f"auto chose {choice.engine}, its first choice ({', '.join(AUTO_ORDER)})"
+        skipped = "; ".join(f"{name} skipped ({reason})" for name, reason in choice.skipped.items())
+        line = f"auto chose {choice.engine}: {skipped}"
+        if choice.engine not in self.engines:  # auto's last resort is taken even when it is missing
+            line += f"; {choice.engine} is not available either ({self.errors.get(choice.engine, 'unknown')})"
+        return line
 
     def voices(self, engine: str) -> list[Voice]:
         if engine not in self._voices:
@@ -87,7 +134,7 @@ class Catalog:
     def resolve(
         self,
         engine: str | None,
-        voice: str | dict[str, float] | None,
+        voice: fields.Voice | None,
         language: str | None,
         default_voice: str | None = None,
         default_language: str = "en",
@@ -134,7 +181,7 @@ class Catalog:
         chosen = group[default_voice_id]
         return ResolvedVoice(engine_name, chosen.name, chosen.language, chosen.sample_rate)
 
-    def _resolve_blend(self, engine_name: str, weights: dict[str, float]) -> ResolvedVoice:
+    def _resolve_blend(self, engine_name: str, weights: fields.Blend) -> ResolvedVoice:
         engine = self.engine(engine_name)
         if not engine.capabilities.blending:
             raise InvalidField(f"engine '{engine_name}' cannot blend voices; name one voice", field="voice")

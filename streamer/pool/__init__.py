@@ -1,5 +1,6 @@
 """The inference worker pool: processes that run the engines, a fair scheduler, cancellation, respawn."""
 
-from .pool import Job, WorkerPool
+from .job import Job
+from .pool import WorkerPool
 
 __all__ = ["Job", "WorkerPool"]

@@ -15,11 +15,9 @@ import asyncio
 import contextlib
 import itertools
 import multiprocessing as mp
-import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
-from multiprocessing.connection import Connection
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -27,56 +25,15 @@ import structlog
 
 from ..engines.base import SynthesisRequest, usable_cores
 from ..errors import EngineError, OverloadedError, WorkerDied, error_for_code
-from .worker import worker_main
+from .handle import WorkerHandle, WorkerState
+from .job import Job, JobResult
+from .messages import Block, Done, Failed, FromWorker, Load, Loaded, Ready, Synth, SynthBatch
 
 log = structlog.get_logger(__name__)
 
 _STOP_JOIN_S = 2.0
 _STABLE_S = 5.0  # a worker that dies sooner than this after starting is crash-looping: back off
 _MAX_BACKOFF_S = 30.0
-
-
-@dataclass(eq=False)
-class Job:
-    """One chunk of text to synthesize; its PCM blocks arrive on ``results`` in order."""
-
-    id: int
-    session: str
-    engine: str
-    request: SynthesisRequest
-    first: bool
-    batch_key: str | None = None  # jobs with the same key may be synthesized together (engine, language)
-    submitted_at: float = field(default_factory=time.perf_counter)
-    started_at: float | None = None
-    results: asyncio.Queue[tuple[Any, ...]] = field(default_factory=asyncio.Queue)
-    worker: _Worker | None = None
-    cancelled: bool = False
-    finished: bool = False
-    timings: dict[str, Any] = field(default_factory=dict)
-
-    async def blocks(self) -> AsyncIterator[tuple[int, np.ndarray]]:
-        """(sample_rate, float32 block) pairs until the job ends; raises the job's error."""
-        while True:
-            item = await self.results.get()
-            if item[0] == "block":
-                yield item[1], item[2]
-            elif item[0] == "done":
-                return
-            else:
-                raise item[1]
-
-
-@dataclass(eq=False)
-class _Worker:
-    index: int
-    process: Any
-    conn: Connection
-    cancel: Any
-    jobs: list[Job] = field(default_factory=list)  # one, or a batch; empty when idle
-    ready: bool = False
-    info: dict[str, Any] = field(default_factory=dict)
-    alive: bool = True
-    started_at: float = field(default_factory=time.monotonic)
 
 
 class WorkerPool:
@@ -100,7 +57,7 @@ class WorkerPool:
         self.preload = list(preload)
         self.max_queue = max_queue
         self._ctx = mp.get_context("spawn")
-        self._workers: list[_Worker] = []
+        self._workers: list[WorkerHandle] = []
         self._waiting: list[Job] = []
         self._served: dict[str, int] = {}
         self._serve_counter = itertools.count()
@@ -129,29 +86,18 @@ class WorkerPool:
 
     @property
     def ready(self) -> bool:
-        return any(w.ready and w.alive for w in self._workers)
+        return any(w.ready for w in self._workers)
 
     def _spawn(self, index: int) -> None:
-        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        cancel = self._ctx.RawValue("q", 0)
+        assert self._loop is not None
         threads = max(1, self.cores // self.size)
-        process = self._ctx.Process(
-            target=worker_main,
-            args=(child_conn, cancel, self.engines_settings, self.preload, threads, self.nice),
-            name=f"streamer-worker-{index}",
-            daemon=True,
-        )
-        process.start()
-        child_conn.close()
-        worker = _Worker(index=index, process=process, conn=parent_conn, cancel=cancel)
+        worker = WorkerHandle.spawn(self._ctx, index, self.engines_settings, self.preload, threads, self.nice)
         if index < len(self._workers):
             self._workers[index] = worker
         else:
             self._workers.append(worker)
-        threading.Thread(
-            target=self._read_loop, args=(worker,), name=f"streamer-pool-reader-{index}", daemon=True
-        ).start()
-        log.debug("worker_started", worker=index, pid=process.pid)
+        worker.start_reader(self._loop, self._on_message, self._on_exit)
+        log.debug("worker_started", worker=index, pid=worker.process.pid)
 
     async def close(self) -> None:
         """Stop every worker: ask, wait a little, then terminate. Pending jobs fail."""
@@ -162,18 +108,13 @@ class WorkerPool:
         for worker in self._workers:
             for job in list(worker.jobs):
                 self.cancel(job)
-            with contextlib.suppress(OSError):
-                worker.conn.send(("stop",))
+            worker.stop()
         await asyncio.to_thread(self._join_all)
 
     def _join_all(self) -> None:
         deadline = time.monotonic() + _STOP_JOIN_S
         for worker in self._workers:
-            worker.process.join(max(0.0, deadline - time.monotonic()))
-            if worker.process.is_alive():  # workers ignore SIGTERM (see worker.py): straight to SIGKILL
-                worker.process.kill()
-                worker.process.join(1.0)
-            worker.conn.close()
+            worker.join(max(0.0, deadline - time.monotonic()))
 
     # ---- figures -------------------------------------------------------------------------------
 
@@ -187,37 +128,27 @@ class WorkerPool:
 
     def engine_state(self, engine: str) -> str:
         """healthy (a ready worker has it loaded), loading, or unhealthy (every worker failed to load it)."""
-        ready = [w for w in self._workers if w.ready and w.alive]
-        if any(engine in w.info.get("engines", []) for w in ready):
+        ready = [w for w in self._workers if w.ready]
+        if any(engine in w.engines for w in ready):
             return "healthy"
-        if ready and all(engine in w.info.get("errors", {}) for w in ready):
+        if ready and all(engine in w.load_errors for w in ready):
             return "unhealthy"
         return "loading" if engine in self.preload else "on_demand"  # others load on first use
 
     def worker_pids(self) -> list[int]:
-        return [w.process.pid for w in self._workers if w.alive]
+        return [w.process.pid for w in self._workers if w.state is not WorkerState.EXITED and w.process.pid]
 
     def status(self) -> dict[str, Any]:
         return {
             "workers": self.size,
-            "ready_workers": sum(1 for w in self._workers if w.ready and w.alive),
+            "ready_workers": sum(1 for w in self._workers if w.ready),
             "busy_workers": self.busy_workers,
             "queue_depth": self.queue_depth,
             "max_queue": self.max_queue,
             "restarts": self.restarts,
             "jobs_done": self.jobs_done,
-            "worker_list": [
-                {
-                    "index": w.index,
-                    "pid": w.process.pid,
-                    "ready": w.ready,
-                    "session": w.jobs[0].session if w.jobs else None,
-                    "job": w.jobs[0].id if w.jobs else None,
-                    "batch": len(w.jobs),
-                }
-                for w in self._workers
-            ],
-            "load_errors": {w.index: w.info.get("errors") for w in self._workers if w.info.get("errors")},
+            "worker_list": [w.status() for w in self._workers],
+            "load_errors": {w.index: w.load_errors for w in self._workers if w.load_errors},
         }
 
     # ---- jobs ----------------------------------------------------------------------------------
@@ -259,8 +190,8 @@ class WorkerPool:
             with contextlib.suppress(ValueError):
                 self._waiting.remove(job)
             job.finished = True
-        elif len(job.worker.jobs) == 1:
-            job.worker.cancel.value = job.id  # the worker aborts mid-synthesis
+        elif len((worker := self._workers[job.worker]).jobs) == 1:
+            worker.abort(job.id)  # the worker aborts mid-synthesis
         # In a batch the others go on: this job's results are discarded as they arrive.
 
     def load_engine(self, engine: str) -> None:
@@ -268,16 +199,15 @@ class WorkerPool:
         if engine not in self.preload:
             self.preload.append(engine)
         for worker in self._workers:
-            if worker.alive:
-                with contextlib.suppress(OSError):
-                    worker.conn.send(("load", engine))
+            if worker.state is not WorkerState.EXITED:
+                worker.send(Load(engine))
 
     def forget_session(self, session: str) -> None:
         self._served.pop(session, None)
 
     def _dispatch(self) -> None:
         while self._waiting:
-            worker = next((w for w in self._workers if w.ready and w.alive and not w.jobs), None)
+            worker = next((w for w in self._workers if w.idle), None)
             if worker is None:
                 return
             order = sorted(self._waiting, key=lambda j: (not j.first, self._served.get(j.session, -1), j.id))
@@ -296,7 +226,7 @@ class WorkerPool:
             for job in batch:
                 self._waiting.remove(job)
                 self._served[job.session] = next(self._serve_counter)
-                job.worker = worker
+                job.worker = worker.index
                 job.started_at = started
             worker.jobs = batch
             if len(batch) == 1:
@@ -307,14 +237,12 @@ class WorkerPool:
                 rivals = sum(1 for j in self._waiting if j.first or not lead.first)
                 threads = max(1, free - rivals)
                 lead.request = replace(lead.request, threads=threads)
-                message: tuple[Any, ...] = ("synth", lead.id, lead.engine, lead.request)
+                worker.send(Synth(lead.id, lead.engine, lead.request))
             else:
-                message = ("synth_batch", [j.id for j in batch], lead.engine, [j.request for j in batch])
-            # The worker may have died since its last message: its reader thread reports that.
-            with contextlib.suppress(OSError):
-                worker.conn.send(message)
+                ids, requests = tuple(j.id for j in batch), tuple(j.request for j in batch)
+                worker.send(SynthBatch(ids, lead.engine, requests))
 
-    def _held_cores(self, worker: _Worker) -> int:
+    def _held_cores(self, worker: WorkerHandle) -> int:
         jobs = worker.jobs
         if len(jobs) == 1:
             return min(max(1, jobs[0].request.threads), self.chunk_threads.get(jobs[0].engine, 1))
@@ -328,66 +256,51 @@ class WorkerPool:
 
     # ---- worker messages (on the event loop) ---------------------------------------------------
 
-    def _read_loop(self, worker: _Worker) -> None:
-        """Runs in a thread per worker: blocking reads from the pipe, handed to the loop."""
-        assert self._loop is not None
-        while True:
-            try:
-                message = worker.conn.recv()
-            except (EOFError, OSError):
-                break
-            try:
-                self._loop.call_soon_threadsafe(self._on_message, worker, message)
-            except RuntimeError:
-                return  # loop closed
-        with contextlib.suppress(RuntimeError):  # loop closed
-            self._loop.call_soon_threadsafe(self._on_exit, worker)
-
-    def _on_message(self, worker: _Worker, message: tuple[Any, ...]) -> None:
-        kind = message[0]
-        if kind == "ready":
-            worker.ready = True
-            worker.info = message[1]
-            if message[1].get("errors"):
-                log.warning("worker_engine_load_failed", worker=worker.index, errors=message[1]["errors"])
-            self._ready_event.set()
-            self._dispatch()
-            return
-        if kind == "loaded":
-            engine, error = message[1], message[2]
-            if error is None:
-                worker.info.setdefault("engines", []).append(engine)
-                worker.info.get("errors", {}).pop(engine, None)
-            else:
-                worker.info.setdefault("errors", {})[engine] = error
+    def _on_message(self, worker: WorkerHandle, message: FromWorker) -> None:
+        match message:
+            case Ready():
+                worker.state = WorkerState.READY
+                worker.engines, worker.load_errors = list(message.engines), dict(message.errors)
+                if message.errors:
+                    log.warning("worker_engine_load_failed", worker=worker.index, errors=message.errors)
+                self._ready_event.set()
+                self._dispatch()
+            case Loaded(engine=engine, error=None):
+                worker.engines.append(engine)
+                worker.load_errors.pop(engine, None)
+            case Loaded(engine=engine, error=str(error)):
+                worker.load_errors[engine] = error
                 log.warning("worker_engine_load_failed", worker=worker.index, engine=engine, error=error)
-            return
-        job = next((j for j in worker.jobs if j.id == message[1]), None)
+            case Block() | Done() | Failed():
+                self._on_job_message(worker, message)
+
+    def _on_job_message(self, worker: WorkerHandle, message: Block | Done | Failed) -> None:
+        job = worker.job(message.job_id)
         if job is None:
             return  # a late message of a job already given up
-        if kind == "block":
-            if not job.cancelled:
-                block = np.frombuffer(message[3], dtype=np.float32)
-                job.results.put_nowait(("block", message[2], block))
-            return
-        if kind == "done":
-            job.timings = message[2]
-            self._finish(job, ("done", message[2]))
-            for observe in self.job_observers:
-                observe(job)
-        elif kind == "error":
-            self._finish(job, ("error", error_for_code(message[2], message[3])))
+        match message:
+            case Block():
+                if not job.cancelled:
+                    block = np.frombuffer(message.pcm, dtype=np.float32)
+                    job.results.put_nowait(("block", message.sample_rate, block))
+                return
+            case Done():
+                job.timings = message.timings
+                self._finish(job, ("done", message.timings))
+                for observe in self.job_observers:
+                    observe(job)
+            case Failed():
+                self._finish(job, ("error", error_for_code(message.code, message.message)))
         worker.jobs.remove(job)
         self.jobs_done += 1
         if not worker.jobs:
-            worker.cancel.value = 0
+            worker.clear_abort()
             self._dispatch()
 
-    def _on_exit(self, worker: _Worker) -> None:
-        if not worker.alive:
+    def _on_exit(self, worker: WorkerHandle) -> None:
+        if worker.state is WorkerState.EXITED:
             return
-        worker.alive = False
-        worker.ready = False
+        worker.state = WorkerState.EXITED
         jobs, worker.jobs = worker.jobs, []
         for job in jobs:
             self._finish(job, ("error", WorkerDied("the worker synthesizing this chunk exited")))
@@ -407,7 +320,7 @@ class WorkerPool:
         if not self._closing:
             self._spawn(index)
 
-    def _finish(self, job: Job, item: tuple[Any, ...]) -> None:
+    def _finish(self, job: Job, item: JobResult) -> None:
         if job.finished and job.worker is None:
             return
         job.finished = True

@@ -1,11 +1,8 @@
 """The inference worker process: loads its engines once, then synthesizes chunks sent over a pipe.
 
-Messages in (tuples): ("synth", job_id, engine, SynthesisRequest) · ("load", engine) · ("stop",).
-Messages out: ("ready", info) · ("block", job_id, sample_rate, float32 bytes) ·
-("done", job_id, timings) · ("error", job_id, code, message) · ("loaded", engine, error | None).
-
-Cancellation is a shared integer, not a message: the parent writes the id of the job to abort and
-the engine polls it between PCM blocks, so an abort lands mid-synthesis without a round trip.
+The messages it takes and sends are the dataclasses of messages.py. Cancellation is a shared
+integer, not a message: the parent writes the id of the job to abort and the engine polls it between
+PCM blocks, so an abort lands mid-synthesis without a round trip.
 """
 
 from __future__ import annotations
@@ -13,9 +10,18 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any
+
+from ..engines import create_engine
+from ..engines.base import BatchEngine, Engine
+from ..errors import EngineError, StreamerError
+from ..protocol.fields import Voice
+from .messages import Block, Done, Failed, Load, Loaded, Ready, Stop, Synth, SynthBatch, Timings
+
+EngineFor = Callable[[str], Engine]  # an engine by name, loaded and warmed on first use
 
 
 def worker_main(
@@ -27,18 +33,13 @@ def worker_main(
     nice: int = 0,
 ) -> None:
     # Ctrl-C or a service manager signals the whole process group: the parent drains and then stops
-    # its workers itself (a "stop" message, or end of file when it is gone), so they ignore both.
+    # its workers itself (a Stop message, or end of file when it is gone), so they ignore both.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if nice:
         # Synthesis is throughput work; the event loop's sends and interrupt acks are latency work:
         # when the cores are full, the server process should win.
         os.nice(nice)
-    # Imported here so the parent's import of the pool stays light.
-    from ..engines import create_engine
-    from ..engines.base import Engine
-    from ..errors import StreamerError
-
     os.environ.setdefault("OMP_NUM_THREADS", str(torch_threads))
     engines: dict[str, Engine] = {}
 
@@ -57,99 +58,96 @@ def worker_main(
             engine_for(name)
         except Exception as exc:
             load_errors[name] = str(exc)
-    conn.send(("ready", {"pid": os.getpid(), "engines": sorted(engines), "errors": load_errors}))
+    conn.send(Ready(os.getpid(), tuple(sorted(engines)), load_errors))
 
     while True:
         try:
             message = conn.recv()
         except (EOFError, OSError):
             return  # the parent is gone
-        kind = message[0]
-        if kind == "stop":
-            return
-        if kind == "load":
-            try:
-                engine_for(message[1])
-                conn.send(("loaded", message[1], None))
-            except Exception as exc:
-                conn.send(("loaded", message[1], str(exc)))
-            continue
-        if kind == "synth_batch":
-            _synthesize_batch(conn, engine_for, *message[1:])
-            continue
-        if kind != "synth":
-            continue
-        _, job_id, engine_name, request = message
-        started = time.perf_counter()
-        first_block_ms: float | None = None
-        audio_samples = 0
-
-        def should_stop(job_id: int = job_id) -> bool:
-            return cancel.value == job_id
-
-        try:
-            engine = engine_for(engine_name)
-            for block in engine.synthesize(request, should_stop):
-                if should_stop():
-                    break
-                if first_block_ms is None:
-                    first_block_ms = (time.perf_counter() - started) * 1000
-                sample_rate = getattr(block, "sample_rate", None) or _voice_rate(engine, request.voice)
-                audio_samples += len(block)
-                conn.send(("block", job_id, sample_rate, block.astype("float32", copy=False).tobytes()))
-        except StreamerError as exc:
-            conn.send(("error", job_id, exc.code, exc.message))
-            continue
-        except Exception as exc:
-            conn.send(("error", job_id, "engine_error", f"{type(exc).__name__}: {exc}"))
-            continue
-        conn.send(
-            (
-                "done",
-                job_id,
-                {
-                    "synth_ms": (time.perf_counter() - started) * 1000,
-                    "first_block_ms": first_block_ms,
-                    "samples": audio_samples,
-                    "cancelled": should_stop(),
-                },
-            )
-        )
+        match message:
+            case Stop():
+                return
+            case Load(engine=name):
+                try:
+                    engine_for(name)
+                    conn.send(Loaded(name, None))
+                except Exception as exc:
+                    conn.send(Loaded(name, str(exc)))
+            case Synth():
+                _synthesize(conn, engine_for, cancel, message)
+            case SynthBatch():
+                _synthesize_batch(conn, engine_for, message)
 
 
-def _synthesize_batch(
-    conn: Connection, engine_for: Any, job_ids: list[int], engine_name: str, requests: list[Any]
-) -> None:
+def _failure(job_id: int, exc: Exception) -> Failed:
+    if isinstance(exc, StreamerError):
+        return Failed(job_id, exc.code, exc.message)
+    return Failed(job_id, "engine_error", f"{type(exc).__name__}: {exc}")
+
+
+def _synthesize(conn: Connection, engine_for: EngineFor, cancel: Synchronized[int], job: Synth) -> None:
+    """One chunk, its blocks sent as they come; stops between blocks when the pool cancels it."""
+    started = time.perf_counter()
+    first_block_ms: float | None = None
+    audio_samples = 0
+
+    def should_stop() -> bool:
+        return cancel.value == job.job_id
+
+    try:
+        engine = engine_for(job.engine)
+        for block in engine.synthesize(job.request, should_stop):
+            if should_stop():
+                break
+            if first_block_ms is None:
+                first_block_ms = (time.perf_counter() - started) * 1000
+            sample_rate = getattr(block, "sample_rate", None) or _voice_rate(engine, job.request.voice)
+            audio_samples += len(block)
+            conn.send(Block(job.job_id, sample_rate, block.astype("float32", copy=False).tobytes()))
+    except Exception as exc:
+        conn.send(_failure(job.job_id, exc))
+        return
+    timings = Timings(
+        synth_ms=(time.perf_counter() - started) * 1000,
+        first_block_ms=first_block_ms,
+        samples=audio_samples,
+        cancelled=should_stop(),
+    )
+    conn.send(Done(job.job_id, timings))
+
+
+def _synthesize_batch(conn: Connection, engine_for: EngineFor, batch: SynthBatch) -> None:
     """Several chunks (of different sessions, one engine and language) in one batched pass."""
-    from ..errors import StreamerError
-
     started = time.perf_counter()
     try:
-        engine = engine_for(engine_name)
-        outputs = engine.synthesize_batch(requests)
+        engine = engine_for(batch.engine)
+        if not isinstance(engine, BatchEngine):  # the runtime gives batch keys to these engines only
+            raise EngineError(f"engine '{batch.engine}' cannot synthesize a batch")
+        outputs = engine.synthesize_batch(list(batch.requests))
     except Exception as exc:
-        code, text = (exc.code, exc.message) if isinstance(exc, StreamerError) else ("engine_error", str(exc))
-        for job_id in job_ids:
-            conn.send(("error", job_id, code, text))
+        for job_id in batch.job_ids:
+            conn.send(_failure(job_id, exc))
         return
     synth_ms = (time.perf_counter() - started) * 1000
-    for job_id, request, audio in zip(job_ids, requests, outputs, strict=True):
+    for job_id, request, audio in zip(batch.job_ids, batch.requests, outputs, strict=True):
         if len(audio):
             rate = _voice_rate(engine, request.voice)
-            conn.send(("block", job_id, rate, audio.astype("float32", copy=False).tobytes()))
-        timings = {
-            "synth_ms": synth_ms,
-            "first_block_ms": synth_ms,
-            "samples": len(audio),
-            "cancelled": False,
-        }
-        conn.send(("done", job_id, {**timings, "batch": len(job_ids)}))
+            conn.send(Block(job_id, rate, audio.astype("float32", copy=False).tobytes()))
+        timings = Timings(
+            synth_ms=synth_ms,
+            first_block_ms=synth_ms,
+            samples=len(audio),
+            cancelled=False,
+            batch=len(batch.job_ids),
+        )
+        conn.send(Done(job_id, timings))
 
 
 _rates: dict[tuple[str, str], int] = {}
 
 
-def _voice_rate(engine: Any, voice: str | dict[str, float]) -> int:
+def _voice_rate(engine: Any, voice: Voice) -> int:
     # A blend speaks at the rate of its speakers (one language, one model): any of them tells.
     key = (engine.name, voice if isinstance(voice, str) else next(iter(voice)))
     if key not in _rates:
