@@ -14,7 +14,7 @@ import structlog
 from .audio import FORMATS
 from .config import Settings
 from .config_manager import ConfigManager
-from .engines.base import usable_cores
+from .engines.base import BatchEngine, usable_cores
 from .engines.catalog import Catalog, ResolvedVoice
 from .errors import ConfigError, UnknownEngine, UnsupportedFormat
 from .observability.logging import set_level
@@ -222,7 +222,7 @@ class Runtime:
     def batch_key(self, voice: ResolvedVoice) -> str | None:
         """Chunks with the same key may share a batched pass (engines that batch, when batching is on)."""
         engine = self.catalog.engines.get(voice.engine)
-        if self.pool.max_batch > 1 and hasattr(engine, "synthesize_batch"):
+        if self.pool.max_batch > 1 and isinstance(engine, BatchEngine):
             return f"{voice.engine}:{voice.language}"
         return None
 

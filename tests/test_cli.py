@@ -389,9 +389,9 @@ def test_config_check_says_which_engine_auto_chose_and_why(
     assert main(["config", "check", str(path)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith(f"{path}: valid (engine {catalog.default_engine}, ")
-    assert out[1].startswith(f"  engine: {catalog.default_engine} (tts.engine: auto")
-    for engine, reason in catalog.errors.items():  # every engine auto passed over, with its reason
-        assert f"skipped {engine}: {reason}" in out[1]
+    assert out[1].startswith(f"  engine: auto chose {catalog.default_engine}")
+    for engine, reason in catalog.choice.skipped.items():  # every engine auto passed over, with its reason
+        assert f"{engine} skipped ({reason})" in out[1]
 
 
 def test_serve_refuses_a_default_voice_no_engine_has_before_its_banner(tmp_path: Path) -> None:
@@ -428,7 +428,7 @@ def test_serve_banner_names_the_engine_auto_chose_and_the_wyoming_port(tmp_path:
         log = server.log()
     banner = log[log.index("streamer 0.1.0: ") :].splitlines()
     assert banner[0].startswith(f"streamer 0.1.0: engine {engine}, ")
-    assert banner[1].startswith(f"  Engine     {engine} (tts.engine: auto")
+    assert banner[1].startswith(f"  Engine     auto chose {engine}")
     assert f"  Wyoming    tcp://127.0.0.1:{wyoming_port}" in banner
     assert log.index("engine_selected") < log.index("streamer 0.1.0: ") < log.index("wyoming_listening")
 

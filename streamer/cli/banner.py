@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 import structlog
 
 from ..config import Settings
-from .preflight import engine_choice
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -48,10 +47,13 @@ def announce(runtime: Runtime, ports: tuple[int, int], tls: bool) -> None:
     settings = runtime.settings
     catalog = runtime.catalog
     requested = settings.tts.engine
-    choice = engine_choice(catalog, requested)
-    skipped = dict(catalog.errors) if requested == "auto" else {}
+    choice = catalog.describe_choice()
     log.info(
-        "engine_selected", engine=catalog.default_engine, requested=requested, skipped=skipped, choice=choice
+        "engine_selected",
+        engine=catalog.default_engine,
+        requested=requested,
+        skipped=catalog.choice.skipped,
+        choice=choice,
     )
     urls = banner_urls(settings, ports, tls)
     fmt = settings.logging.format

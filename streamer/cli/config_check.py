@@ -7,7 +7,6 @@ from typing import Any
 
 from ..config import load_settings
 from ..errors import ConfigError
-from .preflight import checked_runtime, engine_choice
 from .settings import print_config_error
 
 
@@ -24,9 +23,11 @@ def check_config(path: str) -> int:
     """Validate a config file on its own (packaged defaults under it; no STREAMER_* variables), and
     check on this machine what `serve` checks as it starts: that tts.engine can run, which engine `auto`
     picks and why, and that tts.default_voice is a voice of that engine."""
+    from ..runtime import Runtime  # here: `streamer --help` loads no engine code
+
     try:
         settings = load_settings(path, environ={})
-        runtime = checked_runtime(settings)
+        runtime = Runtime(settings)  # refuses an engine that cannot run, a default voice it lacks
     except ConfigError as exc:
         print_config_error(exc, prefix=f"{path}: ")
         return 2
@@ -36,7 +37,7 @@ def check_config(path: str) -> int:
         f"{path}: valid (engine {runtime.catalog.default_engine}, ports {server.http_port} and "
         f"{server.websocket_port}, inference workers: {workers})"
     )
-    print(f"  engine: {engine_choice(runtime.catalog, settings.tts.engine)}")
+    print(f"  engine: {runtime.catalog.describe_choice()}")
     return 0
 
 

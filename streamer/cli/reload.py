@@ -28,7 +28,6 @@ import structlog
 from ..config import default_config_path
 from ..errors import ConfigError
 from .banner import announce
-from .preflight import checked_runtime
 from .settings import load, print_config_error
 
 log = structlog.get_logger("streamer.reload")
@@ -65,12 +64,13 @@ def serve_child(
     """The server in a reloader's child process: settings are read and checked again (so config edits
     apply), and the banner says what this child runs."""
     from ..observability.logging import configure_logging
+    from ..runtime import Runtime  # here: `streamer --help` loads no engine code
     from ..server import serve
 
     try:
         settings = load(config_path, overrides)
         configure_logging(settings.logging.level, settings.logging.format)
-        runtime = checked_runtime(settings, config_path, overrides)
+        runtime = Runtime(settings, config_path, overrides)
     except ConfigError as exc:
         print_config_error(exc)
         sys.exit(2)

@@ -17,6 +17,7 @@ from typing import IO, Any
 
 from ..audio import PHRASE_GAP_MS, ChunkShaper, StreamingEncoder
 from ..errors import ConfigError, InvalidField, UnknownVoice
+from ..protocol.fields import SPEED_MAX, SPEED_MIN
 from ..runtime import default_voice_problem
 from .settings import settings_from_args
 
@@ -54,7 +55,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--voice", help="voice name (`streamer voices` lists them)")
     p.add_argument("--language", help="language, when no voice is named (default: tts.default_language)")
     p.add_argument(
-        "--speed", type=float, help="speaking rate multiplier, 0.25 .. 4.0 (default: tts.default_speed)"
+        "--speed",
+        type=float,
+        help=f"speaking rate multiplier, {SPEED_MIN} .. {SPEED_MAX} (default: tts.default_speed)",
     )
     p.add_argument("--sample-rate", type=int, help="output rate in Hz (default: audio.default_sample_rate)")
     p.add_argument("--config", help="YAML config file laid over the packaged defaults (env: STREAMER_CONFIG)")
@@ -143,8 +146,8 @@ def run(args: argparse.Namespace) -> int:
         output = "-"
     fmt = output_format(output, args.format)
     speed = args.speed if args.speed is not None else settings.tts.default_speed
-    if not 0.25 <= speed <= 4.0:
-        raise InvalidField("--speed must be between 0.25 and 4.0", field="speed")
+    if not SPEED_MIN <= speed <= SPEED_MAX:
+        raise InvalidField(f"--speed must be between {SPEED_MIN} and {SPEED_MAX}", field="speed")
 
     tts = settings.tts
     catalog = Catalog(settings.engines.model_dump(), "auto" if args.engine else tts.engine)
@@ -186,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
         progress.update(0, 0.0)
         for number, chunk in enumerate(chunks, 1):
             shaper.start_chunk(voice.sample_rate, tail_ms=None if chunk.pause else PHRASE_GAP_MS)
-            request = SynthesisRequest(text=chunk.text, voice=voice.voice, speed=speed)  # type: ignore[arg-type]
+            request = SynthesisRequest(text=chunk.text, voice=voice.voice, speed=speed)
             for block in engine.synthesize(request, lambda: False):
                 out.write(encoder.encode(shaper.process(block), voice.sample_rate))
             out.write(encoder.encode(shaper.end_chunk(), voice.sample_rate))

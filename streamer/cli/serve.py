@@ -11,7 +11,6 @@ from typing import Any
 
 from ..config import Settings
 from .banner import announce
-from .preflight import checked_runtime
 from .settings import config_path_of, load, overrides_of
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -274,10 +273,11 @@ def run(args: argparse.Namespace) -> int:
         from .reload import run_with_reload
 
         return run_with_reload(config_path, overrides, options, sockets)
+    from ..runtime import Runtime  # here: `streamer --help` loads no engine code
     from ..server import serve
 
     try:
-        runtime = checked_runtime(settings, config_path, overrides)  # the engine and the default voice
+        runtime = Runtime(settings, config_path, overrides)  # refuses an engine or default voice it lacks
     except BaseException:
         for sock in sockets:
             sock.close()

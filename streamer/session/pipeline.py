@@ -51,7 +51,7 @@ def submit(
 ) -> Job:
     """Hand one chunk to the pool under the fair-scheduling ``key`` (a session's id)."""
     chunk, voice, speed = (entry.chunk, entry.voice, entry.speed) if isinstance(entry, ChunkEntry) else entry
-    request = SynthesisRequest(text=chunk.text, voice=voice.voice, speed=speed)  # type: ignore[arg-type]
+    request = SynthesisRequest(text=chunk.text, voice=voice.voice, speed=speed)
     return pool.submit(key, voice.engine, request, first=chunk.first, batch_key=batch_key)
 
 
