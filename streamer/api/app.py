@@ -12,9 +12,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..observability.metrics import RequestMetricsMiddleware, metrics_endpoint
 from ..runtime import Runtime
-from ..security import AccessControlMiddleware
 from ..wyoming import WyomingServer
 from . import config_routes, demo, docs_pages, openapi, sessions, synth, system, voices
+from .access import AccessControlMiddleware
 from .http import EXCEPTION_HANDLERS, RequestContextMiddleware
 from .ws import stream_endpoint
 

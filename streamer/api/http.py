@@ -62,6 +62,19 @@ def error_response(
     )
 
 
+def openai_error(
+    status: int,
+    message: str,
+    kind: str,
+    code: str | None = None,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """An error in OpenAI's shape, for the routes under /v1/."""
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
 class RequestContextMiddleware:
     """Outermost middleware: ids, timing headers, request logging, body size, last-resort 500."""
 

@@ -49,7 +49,7 @@ from ..errors import InvalidField, StreamerError, UnknownEngine, UnknownVoice, U
 from ..protocol import SessionConfig
 from ..runtime import Runtime
 from ..session.oneshot import OneShot, admit, voice_label
-from .http import read_object
+from .http import openai_error, read_object
 from .system import runtime_of
 
 T = TypeVar("T")
@@ -340,18 +340,6 @@ class _AudioStream(StreamingResponse):
             pass
         finally:
             await self._rest.aclose()  # a disconnect leaves it suspended: this cancels its pool jobs
-
-
-def openai_error(
-    status: int,
-    message: str,
-    kind: str,
-    code: str | None = None,
-    param: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def openai_error_for(exc: StreamerError) -> JSONResponse:
