@@ -21,6 +21,7 @@ from starlette.testclient import TestClient
 from streamer.api.app import STREAM_PATH, create_apps, rest_routes
 from streamer.api.openapi import openapi_document
 from streamer.config import Settings
+from streamer.protocol.fields import CONFIG_KEYS, FORMATS
 from streamer.runtime import Runtime
 
 from .conftest import TIMESCALE, running_server
@@ -120,6 +121,18 @@ def test_bodies_and_errors_are_described(spec: dict[str, Any]) -> None:
     assert error == {"$ref": "#/components/schemas/Error"}
     assert set(schemas["Error"]["required"]) == {"detail", "error_type", "request_id"}
     assert schemas["ValidationError"]["properties"]["detail"]["type"] == "array"
+
+
+def test_request_bodies_are_the_models_that_validate_them(spec: dict[str, Any]) -> None:
+    schemas = spec["components"]["schemas"]
+    assert list(schemas["SessionCreate"]["properties"]) == list(CONFIG_KEYS)
+    synth = schemas["SynthRequest"]
+    assert synth["additionalProperties"] is False and synth["required"] == ["text"]
+    for alias, name in [("speed", "rate"), ("language", "lang")]:
+        assert synth["properties"][alias]["anyOf"] == synth["properties"][name]["anyOf"]
+        assert f"`{name}`" in synth["properties"][alias]["description"]
+    assert "additionalProperties" not in schemas["SpeechRequest"]  # fields OpenAI adds later are ignored
+    assert schemas["SynthRequest"]["properties"]["format"]["anyOf"][0]["enum"] == list(FORMATS)
 
 
 def test_a_root_path_becomes_the_server_url() -> None:

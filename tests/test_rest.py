@@ -130,6 +130,22 @@ def test_errors_have_one_shape(http: httpx.Client) -> None:
     assert_error(http.get("/api/v1/sessions/unknown"), 404, "session_not_found")
 
 
+def test_session_body_lists_every_bad_field_and_names_runtime_checks(http: httpx.Client) -> None:
+    body = assert_error(http.post("/api/v1/sessions", json={"speed": 99, "bogus": 1}), 422, "invalid_field")
+    assert body["detail"] == [
+        {"loc": ["body", "speed"], "msg": "Input should be less than or equal to 4"},
+        {"loc": ["body", "bogus"], "msg": "unknown field 'bogus'"},
+    ]
+    body = assert_error(http.post("/api/v1/sessions", json={"lang": "en"}), 422, "invalid_field")
+    assert body["detail"] == [
+        {"loc": ["body", "lang"], "msg": "unknown field 'lang'; did you mean 'language'?"}
+    ]
+    body = assert_error(http.post("/api/v1/sessions", json={"format": "wma"}), 422, "unsupported_format")
+    assert body["detail"][0]["loc"] == ["body", "format"]
+    body = assert_error(http.post("/api/v1/sessions", json={"voice_id": True}), 422, "invalid_field")
+    assert body["detail"][0]["loc"] == ["body", "voice_id"]
+
+
 def test_config_get_update_validation_and_restart_keys(http: httpx.Client) -> None:
     config = http.get("/api/v1/config").json()
     assert {"server", "tts", "audio"} <= set(config)

@@ -7,10 +7,11 @@ Every error body is ``{"detail", "error_type", "request_id"}``; 422's ``detail``
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import orjson
@@ -21,7 +22,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import ConfigError, InvalidField, InvalidMessage, StreamerError
+from ..errors import (
+    ConfigError,
+    InvalidField,
+    InvalidMessage,
+    StreamerError,
+    UnknownEngine,
+    UnknownVoice,
+    UnsupportedFormat,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -172,12 +181,13 @@ async def http_exception(request: Request, exc: Exception) -> Response:
 
 async def streamer_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StreamerError)
-    if isinstance(exc, ConfigError) and exc.errors:
-        detail: Any = [{"loc": e["loc"], "msg": e["msg"]} for e in exc.errors]
+    errors = exc.errors if isinstance(exc, ConfigError) else exc.details.get("errors")
+    detail: str | list[dict[str, Any]]
+    if errors:
+        detail = [{"loc": e["loc"], "msg": e["msg"]} for e in errors]
     elif exc.http_status == 422:
-        detail = [
-            {"loc": ["body", *([exc.details["field"]] if "field" in exc.details else [])], "msg": exc.message}
-        ]
+        field = exc.details.get("field")
+        detail = [{"loc": ["body", *([field] if field else [])], "msg": exc.message}]
     else:
         detail = exc.message
     headers = {"Retry-After": str(exc.details.get("retry_after", 1))} if exc.http_status == 503 else None
@@ -223,3 +233,19 @@ async def read_object(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidField("the request body must be a JSON object")
     return body
+
+
+@contextlib.contextmanager
+def fields_named(engine: str, voice: str, language: str, fmt: str) -> Iterator[None]:
+    """The runtime's voice and format errors name the request's field (``loc``, or OpenAI's ``param``)."""
+    try:
+        yield
+    except UnknownEngine as exc:
+        exc.details.setdefault("field", engine)
+        raise
+    except UnknownVoice as exc:
+        exc.details.setdefault("field", language if "language" in exc.details else voice)
+        raise
+    except UnsupportedFormat as exc:
+        exc.details.setdefault("field", fmt)
+        raise

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Iterator
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,6 +25,7 @@ from ..audio import FORMATS, MIME_TYPES
 from ..config import Format, Settings
 from ..config_manager import RESTART_KEYS
 from ..security import OPENAI_PREFIX, is_public
+from .models.bodies import SessionCreate, SpeechRequest, SynthRequest
 
 REF = "#/components/schemas/"
 
@@ -251,39 +252,10 @@ class Formats(_Body):
     details: list[FormatDetail]
 
 
-Blend = Annotated[dict[str, float], Field(min_length=1)]  # speaker name -> weight
-
-
-class VoiceRef(BaseModel):
-    """OpenAI's reference to a custom voice: here, a voice name of ours."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    id: str
-
-
-class SessionCreate(BaseModel):
-    """A session's settings; each one left out (or null) takes the server's default."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    engine: str | None = Field(None, examples=["espeak"])
-    voice: str | Blend | None = Field(
-        None,
-        description="A voice name, or (engines that blend) speaker names -> weights",
-        examples=["en-us"],
-    )
-    voice_id: int | None = Field(None, ge=0, description="Index in the language's voice list")
-    language: str | None = Field(None, examples=["en"])
-    speed: float | None = Field(None, ge=0.25, le=4.0)
-    format: Format | None = None
-    sample_rate: int | None = Field(None, ge=8000, le=48000, description="Hz")
-
-
 class SessionConfig(_Body):
     language: str
     voice_id: int | None
-    voice: str | Blend
+    voice: str | dict[str, float]
     engine: str
     format: Format
     sample_rate: int
@@ -333,54 +305,6 @@ class AllInterrupted(_Body):
     status: Literal["success"]
     message: str
     interrupted: int
-
-
-class SynthRequest(BaseModel):
-    """What to say and how; the answer is the whole file."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    text: str = Field(
-        min_length=1,
-        pattern=r"\S",
-        description="1 to `limits.max_text_chars` characters, not only white space",
-        examples=["Hello from streamer."],
-    )
-    lang: str | None = Field(None, examples=["en"])
-    engine: str | None = Field(None, examples=["espeak"])
-    voice: str | Blend | None = Field(
-        None, description="A voice name (without `engine`: the engine that has it), or a blend"
-    )
-    rate: float | None = Field(None, ge=0.25, le=4.0, description="Speaking rate multiplier")
-    pitch: float | None = Field(None, ge=0, le=0, description="Accepted for ttskit clients; must be 0")
-    format: Format | None = Field(None, description="Default: ogg (Opus) when supported")
-    sample_rate: int | None = Field(None, ge=8000, le=48000, description="Hz")
-
-
-class SpeechRequest(BaseModel):
-    """OpenAI's speech request; fields OpenAI adds later are ignored."""
-
-    model: str = Field(
-        min_length=1,
-        description="Any name, echoed in X-Model; one of our engines selects it",
-        examples=["tts-1"],
-    )
-    input: str = Field(
-        min_length=1,
-        pattern=r"\S",
-        description="1 to `openai.max_input_chars` characters, not only white space",
-        examples=["Hello from streamer."],
-    )
-    voice: str | Blend | VoiceRef = Field(
-        description="An OpenAI voice (mapped by `openai.voices`, else the default voice), or one of ours",
-        examples=["alloy"],
-    )
-    response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] | None = Field(
-        None, description="Default mp3; opus is Opus in Ogg; pcm is s16le mono; all at 24 kHz"
-    )
-    speed: float | None = Field(None, ge=0.25, le=4.0)
-    instructions: str | None = Field(None, description="Accepted and ignored")
-    stream_format: Literal["audio"] | None = None
 
 
 class OpenAIErrorDetail(BaseModel):

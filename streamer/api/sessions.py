@@ -9,15 +9,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ..errors import InvalidField
-from ..protocol import error_event, parse_config
+from ..protocol import SessionConfig, error_event
 from ..runtime import Runtime
 from ..session.connection import CLOSE_NORMAL
 from ..session.state import Session
-from .http import by_method, read_object
+from .http import by_method, fields_named, read_object
+from .models.bodies import SessionCreate
 from .system import runtime_of
-
-SESSION_FIELDS = ("engine", "voice", "voice_id", "language", "speed", "format", "sample_rate")
 
 
 def iso(timestamp: float) -> str:
@@ -67,11 +65,9 @@ def details(runtime: Runtime, session: Session) -> dict[str, Any]:
 
 async def create_session(request: Request) -> JSONResponse:
     runtime = runtime_of(request)
-    body = await read_object(request)
-    unknown = sorted(set(body) - set(SESSION_FIELDS))
-    if unknown:
-        raise InvalidField(f"unknown field(s): {', '.join(unknown)}", field=unknown[0])
-    session = runtime.new_session(parse_config(body, where="body"))
+    body = SessionCreate.parse(await read_object(request))
+    with fields_named(engine="engine", voice="voice", language="language", fmt="format"):
+        session = runtime.new_session(SessionConfig(**body.model_dump()))
     scheme = "wss" if request.url.scheme == "https" else "ws"
     root = request.scope.get("root_path", "")
     if root:
