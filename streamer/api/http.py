@@ -16,9 +16,10 @@ from typing import Any
 
 import orjson
 import structlog
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -31,6 +32,7 @@ from ..errors import (
     UnknownVoice,
     UnsupportedFormat,
 )
+from .models.answers import Error, OpenAIError, ValidationError
 
 log = structlog.get_logger(__name__)
 
@@ -53,22 +55,24 @@ def request_id_of(scope: Scope) -> str:
     return scope.get("state", {}).get("request_id", "")
 
 
+def answer(body: BaseModel | list[Any], status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON answer from a model (or a list of them), serialised by orjson."""
+    data = (
+        [m.model_dump(mode="json") for m in body] if isinstance(body, list) else body.model_dump(mode="json")
+    )
+    return Response(orjson.dumps(data), status, headers, media_type="application/json")
+
+
 def error_response(
     request_id: str,
     status: int,
-    detail: Any,
+    detail: str | list[dict[str, Any]],
     error_type: str | None = None,
     headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    return JSONResponse(
-        {
-            "detail": detail,
-            "error_type": error_type or _STATUS_TYPES.get(status, "internal_error"),
-            "request_id": request_id,
-        },
-        status_code=status,
-        headers=headers,
-    )
+) -> Response:
+    body = {"detail": detail, "error_type": error_type or _STATUS_TYPES.get(status, "internal_error")}
+    model = ValidationError if isinstance(detail, list) else Error
+    return answer(model.model_validate({**body, "request_id": request_id}), status, headers)
 
 
 def openai_error(
@@ -78,10 +82,10 @@ def openai_error(
     code: str | None = None,
     param: str | None = None,
     headers: dict[str, str] | None = None,
-) -> JSONResponse:
+) -> Response:
     """An error in OpenAI's shape, for the routes under /v1/."""
-    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    error = {"message": message, "type": kind, "param": param, "code": code}
+    return answer(OpenAIError.model_validate({"error": error}), status, headers)
 
 
 class RequestContextMiddleware:

@@ -2,8 +2,10 @@
 
 The document is built from the app's own route table: every route gets the operation described here
 for its (method, path); a route nobody described yet still appears, marked ``x-undescribed`` (the tests
-fail on it), and a description whose route is not mounted is left out. Bodies are pydantic models (or,
-for the configuration, the ``Settings`` model itself), so the schemas are JSON Schema 2020-12 as 3.1 wants.
+fail on it), and a description whose route is not mounted is left out. The schemas are the models of
+``models/`` that check and build the bodies (every public one is a component: request bodies as
+validated, answers as serialised) and, for the configuration, the ``Settings`` model itself: JSON
+Schema 2020-12, as 3.1 wants.
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Iterator
-from typing import Any, Literal
+from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,332 +24,12 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
 from .. import __version__
 from ..audio import FORMATS, MIME_TYPES
-from ..config import Format, Settings
+from ..config import Settings
 from ..config_manager import RESTART_KEYS
 from ..security import OPENAI_PREFIX, is_public
-from .models.bodies import SessionCreate, SpeechRequest, SynthRequest
+from .models import answers, bodies
 
 REF = "#/components/schemas/"
-
-# ---- response and request bodies -------------------------------------------------------------------
-
-Status = Literal["healthy", "not_initialized", "starting", "loading", "on_demand", "unhealthy"]
-
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="allow")  # answers may grow fields; clients ignore what they don't know
-
-
-class Components(_Body):
-    config_manager: Status
-    session_manager: Status
-    queue_manager: Status
-    tts_engine: Status
-
-
-class Health(_Body):
-    status: Literal["healthy", "degraded"]
-    timestamp: str = Field(description="ISO 8601, UTC, whole seconds")
-    version: str
-    uptime_seconds: float
-    components: Components
-    engine: str = Field(description="The default engine")
-    workers_ready: int
-
-
-class ReadyChecks(_Body):
-    pool: bool = Field(description="At least one worker is ready")
-    engine_loaded: bool = Field(description="A ready worker has the default engine loaded")
-    accepting: bool = Field(description="The server is not draining for shutdown")
-
-
-class Readiness(_Body):
-    status: Literal["ready", "not_ready"]
-    checks: ReadyChecks
-    failing: list[Literal["pool", "engine_loaded", "accepting"]]
-
-
-class StatusServer(_Body):
-    uptime_seconds: float
-    host: str
-    http_port: int
-    websocket_port: int
-    max_connections: int
-    version: str
-
-
-class StatusEngine(_Body):
-    engine: str
-    device: str
-    default_language: str
-    supported_languages: list[str]
-    preload_languages: list[str]
-    state: Status
-    engines: list[str] = Field(description="Engines installed and loadable")
-
-
-class StatusAudio(_Body):
-    default_format: Format
-    supported_formats: list[Format]
-    buffer_size: int = Field(description="Samples in one audio frame at the default sample rate")
-    default_sample_rate: int = Field(description="Hz")
-    frame_ms: int
-
-
-class QueueStatus(_Body):
-    max_size: int
-    current_size: int
-    worker_processes: int
-    busy_workers: int
-
-
-class WorkerStatus(_Body):
-    index: int
-    pid: int | None
-    ready: bool
-    session: str | None = Field(description="Session of the chunk being synthesized")
-    job: int | str | None
-
-
-class PoolStatus(_Body):
-    workers: int
-    ready_workers: int
-    busy_workers: int
-    queue_depth: int = Field(description="Chunks waiting for a worker")
-    max_queue: int
-    restarts: int = Field(description="Workers respawned after dying")
-    jobs_done: int
-    worker_list: list[WorkerStatus]
-    load_errors: dict[str, Any] = Field(description="Worker index -> engine -> why it failed to load")
-
-
-class LoopLag(_Body):
-    samples: int
-    p50_ms: float
-    p99_ms: float
-    max_ms: float
-
-
-class ServerStatus(_Body):
-    status: Literal["running", "draining"]
-    timestamp: str
-    server: StatusServer
-    tts_engine: StatusEngine
-    audio_processor: StatusAudio
-    active_connections: int = Field(description="Open WebSocket connections")
-    queue_status: QueueStatus
-    sessions: int
-    pool: PoolStatus
-    loop_lag: LoopLag = Field(description="Event-loop lag measured since start (or the last reset)")
-    counters: dict[str, int]
-    pending_restart: list[str] = Field(description="Configuration keys changed that need a restart")
-
-
-class Metrics(_Body):
-    timestamp: str
-    uptime_seconds: float
-    active_sessions: int = Field(description="Sessions with a connected client")
-    total_requests: int
-    average_latency_ms: float = Field(description="Mean HTTP request time")
-    queue_size: int
-    memory_usage_mb: float = Field(description="Resident memory of the server process, MiB")
-    cpu_usage_percent: float
-    workers_memory_mb: float = Field(description="Resident memory of the worker processes, MiB")
-    sessions_total: int
-    turns: int
-    interrupts: int
-    ttfa_ms_p50: float | None = Field(description="Median time to first audio of recent turns; null: none")
-    ttfa_ms_p95: float | None
-
-
-class ConfigUpdated(_Body):
-    status: Literal["success"]
-    message: str
-    applied: list[str] = Field(description="Dotted keys changed and in effect now")
-    restart_required: list[str] = Field(description="Dotted keys kept for `save`, in effect after a restart")
-
-
-class ConfigSaved(_Body):
-    status: Literal["success"]
-    message: str
-    path: str = Field(description="The file written")
-    restart_required: list[str]
-
-
-class Speaker(_Body):
-    id: int = Field(description="The voice_id: index of the voice in its language's list")
-    name: str
-    gender: str | None
-    description: str
-    sample_rate: int = Field(description="Hz of the engine's output for this voice")
-    quality: str
-    engine: str
-    language: str
-
-
-class LanguageGroup(_Body):
-    code: str = Field(description="Primary language subtag")
-    name: str
-    engine: str
-    speakers: list[Speaker]
-
-
-class Languages(_Body):
-    supported_languages: list[str] = Field(description="Of the default engine")
-    preload_languages: list[str]
-    default_language: str
-    languages: list[str] = Field(description="Same as supported_languages")
-    by_engine: dict[str, list[str]]
-
-
-class EngineCapabilities(_Body):
-    offline: bool
-    ssml: bool
-    rate_control: bool
-    pitch_control: bool
-    streaming: bool = Field(description="Yields audio inside a sentence")
-    blending: bool = Field(description="Takes a blend of speakers as the voice")
-    max_text_length: int
-
-
-class EngineInfo(_Body):
-    name: str
-    available: Literal[True]
-    default: bool
-    state: Status
-    capabilities: EngineCapabilities
-    languages: list[str]
-    voices: list[str]
-    offline: bool
-
-
-class UnavailableEngine(_Body):
-    name: str
-    available: Literal[False]
-    default: Literal[False]
-    reason: str
-    languages: list[str]
-    voices: list[str]
-
-
-class EngineVoice(_Body):
-    name: str
-    engine: str
-    language: str
-    gender: str | None
-    quality: str
-    sample_rate: int
-    voice_id: int
-    description: str
-
-
-class FormatDetail(_Body):
-    format: Format
-    mime_type: str
-
-
-class Formats(_Body):
-    formats: list[Format]
-    default_format: Format
-    details: list[FormatDetail]
-
-
-class SessionConfig(_Body):
-    language: str
-    voice_id: int | None
-    voice: str | dict[str, float]
-    engine: str
-    format: Format
-    sample_rate: int
-    speed: float
-
-
-class SessionSummary(_Body):
-    session_id: str
-    created_at: str
-    last_activity: str
-    is_active: bool
-    connected: bool = Field(description="A WebSocket client is attached")
-
-
-class SessionDetails(SessionSummary):
-    config: SessionConfig
-    generation: int = Field(description="Bumped by every interrupt")
-    last_seq: int | None = Field(description="Sequence number of the last audio frame sent")
-    text_offset: int
-    chunks_queued: int
-    chunks_done: int
-    audio_seconds_sent: float
-
-
-class SessionCreated(SessionDetails):
-    resume_token: str = Field(description="Send with the session_id in the WebSocket `start` message")
-    ws_url: str
-
-
-class SessionList(_Body):
-    sessions: list[SessionSummary]
-    total: int
-
-
-class SessionClosed(_Body):
-    status: Literal["success"]
-    message: str
-
-
-class SessionInterrupted(_Body):
-    status: Literal["success"]
-    message: str
-    generation: int = Field(description="The session's new generation")
-
-
-class AllInterrupted(_Body):
-    status: Literal["success"]
-    message: str
-    interrupted: int
-
-
-class OpenAIErrorDetail(BaseModel):
-    message: str
-    type: str = Field(examples=["invalid_request_error"])
-    param: str | None
-    code: str | None
-
-
-class OpenAIError(BaseModel):
-    """Errors of the OpenAI-compatible routes, in OpenAI's shape."""
-
-    error: OpenAIErrorDetail
-
-
-class Error(BaseModel):
-    """Every error answer: what went wrong, a stable code, and the request id to find it in the logs."""
-
-    detail: str
-    error_type: str = Field(examples=["not_found"])
-    request_id: str
-
-
-class FieldError(BaseModel):
-    loc: list[str | int] = Field(description="Where: e.g. [body, field] or a config path")
-    msg: str
-
-
-class ValidationError(BaseModel):
-    """A 422: every field that was wrong."""
-
-    detail: list[FieldError]
-    error_type: str = Field(examples=["invalid_field"])
-    request_id: str
-
-
-MODELS: list[type[BaseModel]] = [
-    Health, Readiness, ServerStatus, Metrics, ConfigUpdated, ConfigSaved, LanguageGroup, Languages,
-    EngineInfo, UnavailableEngine, EngineVoice, Formats, SessionCreate, SessionSummary, SessionDetails,
-    SessionCreated, SessionList, SessionClosed, SessionInterrupted, AllInterrupted, SynthRequest,
-    SpeechRequest, OpenAIError, Error, ValidationError,
-]  # fmt: skip
-REQUESTS = (SessionCreate, SynthRequest, SpeechRequest)
 
 
 def _each_object(schema: Any) -> Iterator[dict[str, Any]]:
@@ -383,8 +65,14 @@ def _settings_schemas() -> dict[str, Any]:
 
 @functools.cache
 def component_schemas() -> dict[str, Any]:
-    modes = [(m, "validation" if m in REQUESTS else "serialization") for m in MODELS]
-    _, defs = models_json_schema(modes, ref_template=REF + "{model}")  # type: ignore[arg-type]
+    modes = [
+        (model, "validation" if module is bodies else "serialization")
+        for module in (bodies, answers)
+        for name, model in vars(module).items()
+        if isinstance(model, type) and issubclass(model, BaseModel) and model.__module__ == module.__name__
+        and not name.startswith("_") and model not in (bodies.RequestBody, answers.Answer)
+    ]  # fmt: skip
+    _, defs = models_json_schema(modes, ref_template=REF + "{model}")
     return {**defs["$defs"], **_settings_schemas()}
 
 
