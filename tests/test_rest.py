@@ -284,6 +284,26 @@ async def test_rest_interrupt_stops_a_live_stream_with_no_stale_message(server: 
         assert_error(await http.post("/api/v1/interrupt/not-a-session"), 404, "session_not_found")
 
 
+async def test_is_active_while_a_turn_is_under_way(server: ServerProcess) -> None:
+    async with (
+        await Client.connect(server.ws_url) as client,
+        httpx.AsyncClient(base_url=server.http_url) as http,
+    ):
+        path = f"/api/v1/sessions/{(await client.start())['session_id']}"
+        idle = (await http.get(path)).json()
+        assert (idle["connected"], idle["is_active"]) == (True, False)
+        await client.send({"type": "text", "text": PARAGRAPH, "flush": True})
+        await client.until("audio")
+        assert (await http.get(path)).json()["is_active"] is True
+        assert (await http.get("/api/v1/sessions")).json()["sessions"][-1]["is_active"] in (True, False)
+        await http.post(path.replace("sessions", "interrupt"))
+        await client.until("interrupted")
+        deadline = time.monotonic() + 5 * TIMESCALE
+        while (await http.get(path)).json()["is_active"]:
+            assert time.monotonic() < deadline, "a session interrupted with nothing queued stays active"
+            await asyncio.sleep(0.05)
+
+
 def test_reload_rereads_the_file_and_an_invalid_file_changes_nothing(
     server: ServerProcess, http: httpx.Client
 ) -> None:
@@ -300,9 +320,12 @@ def test_reload_rereads_the_file_and_an_invalid_file_changes_nothing(
         body = assert_error(http.post("/api/v1/config/reload"), 422, "invalid_field")
         assert body["detail"][0]["loc"] == ["tts", "default_speed"]
         assert http.get("/api/v1/config").json()["tts"]["default_speed"] == 1.75, "old config still runs"
+        health = http.get("/api/v1/health").json()
+        assert (health["status"], health["components"]["config_manager"]) == ("degraded", "unhealthy")
     finally:
         path.write_text(original)
         http.post("/api/v1/config/reload")
+    assert http.get("/api/v1/health").json()["components"]["config_manager"] == "healthy"
 
 
 def test_sighup_and_file_change_reload(server: ServerProcess, http: httpx.Client) -> None:

@@ -40,11 +40,12 @@ def session_config(runtime: Runtime, session: Session) -> answers.SessionConfig:
 
 
 def summary(session: Session) -> answers.SessionSummary:
+    connection = session.connection
     return answers.SessionSummary(
         session_id=session.id,
         created_at=iso(session.created_at),
         last_activity=iso(session.last_activity),
-        is_active=True,
+        is_active=connection is not None and not connection.idle,
         connected=session.connected,
     )
 

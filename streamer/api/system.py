@@ -25,7 +25,7 @@ def runtime_of(request: Request) -> Runtime:
 
 
 def components(runtime: Runtime) -> Components:
-    config = "healthy"
+    config = "unhealthy" if runtime.config.reload_error else "healthy"  # the file on disk does not load
     if not runtime.started:
         return Components(
             config_manager=config,

@@ -21,7 +21,7 @@ State = Literal["healthy", "not_initialized", "starting", "loading", "on_demand"
 
 
 class Components(Answer):
-    config_manager: State
+    config_manager: State = Field(description="`unhealthy`: the last reload of the config file failed")
     session_manager: State
     queue_manager: State
     tts_engine: State
@@ -249,7 +249,7 @@ class SessionSummary(Answer):
     session_id: str
     created_at: str
     last_activity: str
-    is_active: bool
+    is_active: bool = Field(description="A turn is under way: text taken and not yet all spoken")
     connected: bool = Field(description="A WebSocket client is attached")
 
 
