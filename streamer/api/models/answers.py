@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ...protocol.fields import Format
+from ...protocol.fields import Format, Voice
 
 
 class Answer(BaseModel):
@@ -238,7 +238,7 @@ class Formats(Answer):
 class SessionConfig(Answer):
     language: str
     voice_id: int | None
-    voice: str | dict[str, float]
+    voice: Voice  # a name, or a blend
     engine: str
     format: Format
     sample_rate: int
