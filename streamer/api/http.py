@@ -1,8 +1,10 @@
-"""HTTP plumbing shared by every route: request ids, timing, body limits, and one error body shape.
+"""HTTP plumbing shared by every route: request ids, timing, body limits, JSON answers and error bodies.
 
 Every response carries ``X-Request-ID`` (an incoming one is kept) and ``X-Process-Time`` (seconds).
-Every error body is ``{"detail", "error_type", "request_id"}``; 422's ``detail`` is a list of
-``{"loc", "msg"}``. ``error_type`` reuses the WebSocket error codes where the error is the same.
+Answers are models of ``models/`` serialised by orjson (``answer``). Every error body is
+``{"detail", "error_type", "request_id"}``; 422's ``detail`` is a list of ``{"loc", "msg"}``.
+``error_type`` reuses the WebSocket error codes where the error is the same. Under ``/v1/`` errors
+take OpenAI's shape instead (``openai_error``).
 """
 
 from __future__ import annotations
