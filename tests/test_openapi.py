@@ -19,8 +19,10 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.testclient import TestClient
 
 from streamer.api.app import STREAM_PATH, create_apps, rest_routes
+from streamer.api.models.answers import PoolStatus
 from streamer.api.openapi import openapi_document
 from streamer.config import Settings
+from streamer.pool import WorkerPool
 from streamer.protocol.fields import CONFIG_KEYS, FORMATS
 from streamer.runtime import Runtime
 
@@ -133,6 +135,13 @@ def test_request_bodies_are_the_models_that_validate_them(spec: dict[str, Any]) 
         assert f"`{name}`" in synth["properties"][alias]["description"]
     assert "additionalProperties" not in schemas["SpeechRequest"]  # fields OpenAI adds later are ignored
     assert schemas["SynthRequest"]["properties"]["format"]["anyOf"][0]["enum"] == list(FORMATS)
+
+
+def test_the_status_answer_takes_the_pool_status_as_the_pool_gives_it() -> None:
+    pool = WorkerPool(workers=1, engines_settings={}, preload=["espeak"], max_queue=4).status()
+    pool["load_errors"] = {0: {"melo": "not installed"}}  # keyed by worker index, as the pool keys it
+    answer = PoolStatus.model_validate(pool).model_dump(mode="json")
+    assert answer["load_errors"] == {"0": {"melo": "not installed"}}
 
 
 def test_a_root_path_becomes_the_server_url() -> None:

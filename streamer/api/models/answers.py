@@ -6,7 +6,7 @@ derived from real state, never a constant standing in for one.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -100,7 +100,9 @@ class PoolStatus(Answer):
     restarts: int = Field(description="Workers respawned after dying")
     jobs_done: int
     worker_list: list[WorkerStatus]
-    load_errors: dict[str, Any] = Field(description="Worker index -> engine -> why it failed to load")
+    load_errors: dict[int, dict[str, str]] = Field(
+        description="Worker index -> engine -> why it failed to load"
+    )
 
 
 class LoopLag(Answer):
