@@ -11,10 +11,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
+from .protocol.fields import FORMATS, Format, SampleRate, Speed
 
 ENV_PREFIX = "STREAMER_"
-FORMATS = ("pcm", "wav", "ogg", "mp3", "flac", "aac")
-Format = Literal["pcm", "wav", "ogg", "mp3", "flac", "aac"]
 
 
 class _Section(BaseModel):
@@ -36,7 +35,7 @@ class TTSSettings(_Section):
     default_language: str = "en"
     default_voice: str | None = None
     default_voice_id: int = Field(0, ge=0)
-    default_speed: float = Field(1.0, ge=0.25, le=4.0)
+    default_speed: Speed = 1.0
     preload_languages: list[str] = Field(default_factory=lambda: ["en"])
 
     @field_validator("device")
@@ -50,7 +49,7 @@ class TTSSettings(_Section):
 class AudioSettings(_Section):
     default_format: Format = "pcm"
     supported_formats: list[Format] = Field(default_factory=lambda: list(FORMATS))
-    default_sample_rate: int = Field(24000, ge=8000, le=48000)
+    default_sample_rate: SampleRate = 24000
     frame_ms: int = Field(40, ge=10, le=1000)
 
 

@@ -107,6 +107,7 @@ class ConfigManager:
         self._apply = apply
         self._check = check
         self.overrides = dict(overrides or {})
+        self.reload_error: str | None = None  # why the last reload failed (the file does not load)
 
     @property
     def save_path(self) -> Path:
@@ -131,8 +132,14 @@ class ConfigManager:
 
     def reload(self) -> dict[str, Any]:
         """Re-read the file (defaults, file, environment); an invalid file changes nothing."""
-        fresh = load_settings(self.path) if self.path else load_settings(None)
-        return self._adopt(validate(deep_merge(fresh.model_dump(), self.overrides)).model_dump())
+        try:
+            fresh = load_settings(self.path) if self.path else load_settings(None)
+            outcome = self._adopt(validate(deep_merge(fresh.model_dump(), self.overrides)).model_dump())
+        except ConfigError as exc:
+            self.reload_error = exc.message
+            raise
+        self.reload_error = None
+        return outcome
 
     def _adopt(self, desired: dict[str, Any]) -> dict[str, Any]:
         old = self.running

@@ -11,7 +11,6 @@ from typing import Any
 import psutil
 import structlog
 
-from .audio import FORMATS
 from .config import Settings
 from .config_manager import ConfigManager
 from .engines.base import BatchEngine, usable_cores
@@ -22,6 +21,7 @@ from .observability.looplag import LoopLagMonitor
 from .observability.metrics import Metrics, ServerState
 from .pool import WorkerPool
 from .protocol import SessionConfig
+from .protocol.fields import FORMATS
 from .session.state import Attachment, Session, SessionRegistry
 from .text import Chunker
 

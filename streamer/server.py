@@ -22,9 +22,9 @@ import structlog
 import uvicorn
 
 from .api.app import PortDispatcher, create_apps
+from .protocol.events import CLOSE_RESTART
 from .runtime import Runtime
 from .security import warn_if_exposed
-from .session.connection import CLOSE_RESTART
 
 log = structlog.get_logger(__name__)
 

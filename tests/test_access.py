@@ -14,9 +14,10 @@ import websockets
 from starlette.routing import Mount, Route
 from structlog.testing import capture_logs
 
+from streamer.api.access import CLOSE_UNAUTHORIZED, AccessControlMiddleware
 from streamer.api.app import rest_routes
 from streamer.config import Settings
-from streamer.security import CLOSE_UNAUTHORIZED, AccessControlMiddleware, check_key, warn_if_exposed
+from streamer.security import check_key, warn_if_exposed
 
 from .conftest import ServerProcess, running_server
 from .helpers import Client

@@ -19,8 +19,11 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.testclient import TestClient
 
 from streamer.api.app import STREAM_PATH, create_apps, rest_routes
+from streamer.api.models.answers import PoolStatus
 from streamer.api.openapi import openapi_document
 from streamer.config import Settings
+from streamer.pool import WorkerPool
+from streamer.protocol.fields import CONFIG_KEYS, FORMATS
 from streamer.runtime import Runtime
 
 from .conftest import TIMESCALE, running_server
@@ -80,7 +83,7 @@ def test_every_route_is_described(spec: dict[str, Any]) -> None:
             continue
         op = spec["paths"].get(path, {}).get(method.lower())
         assert op is not None, f"{method} {path} is missing from the spec"
-        assert not op.get("x-undescribed"), f"{method} {path} is not described in streamer/api/openapi.py"
+        assert not op.get("x-undescribed"), f"{method} {path} is not described in streamer/api/operations.py"
         seen.add((method.lower(), path))
     documented = {(m, p) for p, item in spec["paths"].items() for m in item}
     assert documented == seen, "the spec describes routes the app does not have"
@@ -120,6 +123,25 @@ def test_bodies_and_errors_are_described(spec: dict[str, Any]) -> None:
     assert error == {"$ref": "#/components/schemas/Error"}
     assert set(schemas["Error"]["required"]) == {"detail", "error_type", "request_id"}
     assert schemas["ValidationError"]["properties"]["detail"]["type"] == "array"
+
+
+def test_request_bodies_are_the_models_that_validate_them(spec: dict[str, Any]) -> None:
+    schemas = spec["components"]["schemas"]
+    assert list(schemas["SessionCreate"]["properties"]) == list(CONFIG_KEYS)
+    synth = schemas["SynthRequest"]
+    assert synth["additionalProperties"] is False and synth["required"] == ["text"]
+    for alias, name in [("speed", "rate"), ("language", "lang")]:
+        assert synth["properties"][alias]["anyOf"] == synth["properties"][name]["anyOf"]
+        assert f"`{name}`" in synth["properties"][alias]["description"]
+    assert "additionalProperties" not in schemas["SpeechRequest"]  # fields OpenAI adds later are ignored
+    assert schemas["SynthRequest"]["properties"]["format"]["anyOf"][0]["enum"] == list(FORMATS)
+
+
+def test_the_status_answer_takes_the_pool_status_as_the_pool_gives_it() -> None:
+    pool = WorkerPool(workers=1, engines_settings={}, preload=["espeak"], max_queue=4).status()
+    pool["load_errors"] = {0: {"melo": "not installed"}}  # keyed by worker index, as the pool keys it
+    answer = PoolStatus.model_validate(pool).model_dump(mode="json")
+    assert answer["load_errors"] == {"0": {"melo": "not installed"}}
 
 
 def test_a_root_path_becomes_the_server_url() -> None:

@@ -130,6 +130,22 @@ def test_errors_have_one_shape(http: httpx.Client) -> None:
     assert_error(http.get("/api/v1/sessions/unknown"), 404, "session_not_found")
 
 
+def test_session_body_lists_every_bad_field_and_names_runtime_checks(http: httpx.Client) -> None:
+    body = assert_error(http.post("/api/v1/sessions", json={"speed": 99, "bogus": 1}), 422, "invalid_field")
+    assert body["detail"] == [
+        {"loc": ["body", "speed"], "msg": "Input should be less than or equal to 4"},
+        {"loc": ["body", "bogus"], "msg": "unknown field 'bogus'"},
+    ]
+    body = assert_error(http.post("/api/v1/sessions", json={"lang": "en"}), 422, "invalid_field")
+    assert body["detail"] == [
+        {"loc": ["body", "lang"], "msg": "unknown field 'lang'; did you mean 'language'?"}
+    ]
+    body = assert_error(http.post("/api/v1/sessions", json={"format": "wma"}), 422, "unsupported_format")
+    assert body["detail"][0]["loc"] == ["body", "format"]
+    body = assert_error(http.post("/api/v1/sessions", json={"voice_id": True}), 422, "invalid_field")
+    assert body["detail"][0]["loc"] == ["body", "voice_id"]
+
+
 def test_config_get_update_validation_and_restart_keys(http: httpx.Client) -> None:
     config = http.get("/api/v1/config").json()
     assert {"server", "tts", "audio"} <= set(config)
@@ -268,6 +284,26 @@ async def test_rest_interrupt_stops_a_live_stream_with_no_stale_message(server: 
         assert_error(await http.post("/api/v1/interrupt/not-a-session"), 404, "session_not_found")
 
 
+async def test_is_active_while_a_turn_is_under_way(server: ServerProcess) -> None:
+    async with (
+        await Client.connect(server.ws_url) as client,
+        httpx.AsyncClient(base_url=server.http_url) as http,
+    ):
+        path = f"/api/v1/sessions/{(await client.start())['session_id']}"
+        idle = (await http.get(path)).json()
+        assert (idle["connected"], idle["is_active"]) == (True, False)
+        await client.send({"type": "text", "text": PARAGRAPH, "flush": True})
+        await client.until("audio")
+        assert (await http.get(path)).json()["is_active"] is True
+        assert (await http.get("/api/v1/sessions")).json()["sessions"][-1]["is_active"] in (True, False)
+        await http.post(path.replace("sessions", "interrupt"))
+        await client.until("interrupted")
+        deadline = time.monotonic() + 5 * TIMESCALE
+        while (await http.get(path)).json()["is_active"]:
+            assert time.monotonic() < deadline, "a session interrupted with nothing queued stays active"
+            await asyncio.sleep(0.05)
+
+
 def test_reload_rereads_the_file_and_an_invalid_file_changes_nothing(
     server: ServerProcess, http: httpx.Client
 ) -> None:
@@ -284,9 +320,12 @@ def test_reload_rereads_the_file_and_an_invalid_file_changes_nothing(
         body = assert_error(http.post("/api/v1/config/reload"), 422, "invalid_field")
         assert body["detail"][0]["loc"] == ["tts", "default_speed"]
         assert http.get("/api/v1/config").json()["tts"]["default_speed"] == 1.75, "old config still runs"
+        health = http.get("/api/v1/health").json()
+        assert (health["status"], health["components"]["config_manager"]) == ("degraded", "unhealthy")
     finally:
         path.write_text(original)
         http.post("/api/v1/config/reload")
+    assert http.get("/api/v1/health").json()["components"]["config_manager"] == "healthy"
 
 
 def test_sighup_and_file_change_reload(server: ServerProcess, http: httpx.Client) -> None:

@@ -176,6 +176,41 @@ def test_synth_rejects_bad_fields_with_422_naming_the_field(
     assert isinstance(error["detail"][0]["msg"], str) and error["detail"][0]["msg"]
 
 
+def test_synth_takes_speed_and_language_as_other_names_of_rate_and_lang(espeak_server: ServerProcess) -> None:
+    default = synth(espeak_server, {"text": TEXT, "format": "wav"})
+    fast = synth(espeak_server, {"text": TEXT, "format": "wav", "speed": 2.0})
+    assert fast.status_code == 200, fast.text
+    assert float(fast.headers["x-audio-duration"]) < 0.75 * float(default.headers["x-audio-duration"])
+    spanish = synth(espeak_server, {"text": "Hola, ¿qué tal?", "language": "es", "format": "wav"})
+    assert spanish.status_code == 200, spanish.text
+    assert spanish.headers["x-voice-used"].startswith("es")
+
+
+SAME = "'{}' and '{}' are the same field; send one of them"
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "msg"),
+    [
+        ({"text": "Hi.", "rate": 1.0, "speed": 1.5}, "speed", SAME.format("rate", "speed")),
+        ({"text": "Hi.", "language": "en", "lang": "es"}, "language", SAME.format("lang", "language")),
+        ({"text": "Hi.", "voce": "en-gb"}, "voce", "unknown field 'voce'; did you mean 'voice'?"),
+        ({"text": "Hi.", "sped": 1.5}, "sped", "unknown field 'sped'; did you mean 'speed'?"),
+        ({"text": "Hi.", "colour": "red"}, "colour", "unknown field 'colour'"),
+        ({"text": "Hi.", "speed": 9}, "speed", "Input should be less than or equal to 4"),
+        ({"text": "Hi.", "rate": True}, "rate", "Input should be a valid number"),
+        ({"text": "Hi.", "sample_rate": 16000.0}, "sample_rate", "Input should be a valid integer"),
+    ],
+)  # fmt: skip
+def test_synth_names_its_fields_and_suggests_the_nearest_for_an_unknown_one(
+    espeak_server: ServerProcess, body: dict[str, Any], field: str, msg: str
+) -> None:
+    response = synth(espeak_server, body)
+    assert response.status_code == 422, response.text
+    assert response.json()["error_type"] == "invalid_field"
+    assert response.json()["detail"] == [{"loc": ["body", field], "msg": msg}]
+
+
 def test_synth_rejects_a_body_that_is_not_json(espeak_server: ServerProcess) -> None:
     response = httpx.post(f"{espeak_server.http_url}/api/v1/synth", content=b"{nope", timeout=10)
     assert response.status_code == 400

@@ -12,9 +12,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..observability.metrics import RequestMetricsMiddleware, metrics_endpoint
 from ..runtime import Runtime
-from ..security import AccessControlMiddleware
 from ..wyoming import WyomingServer
-from . import config_routes, demo, openapi, sessions, synth, system, voices
+from . import config_routes, demo, docs_pages, openapi, sessions, synth, system, voices
+from .access import AccessControlMiddleware
 from .http import EXCEPTION_HANDLERS, RequestContextMiddleware
 from .ws import stream_endpoint
 
@@ -29,6 +29,7 @@ def rest_routes() -> list[BaseRoute]:
         *sessions.routes,
         *synth.routes,
         *openapi.routes,
+        *docs_pages.routes,
         *demo.routes,
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         WebSocketRoute(STREAM_PATH, stream_endpoint),

@@ -3,51 +3,46 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
+from ..config import Settings
 from ..config_manager import masked
-from .http import by_method, read_object
+from .http import answer, by_method, read_object
+from .models.answers import ConfigSaved, ConfigUpdated
 from .system import runtime_of
 
 
-async def get_config(request: Request) -> JSONResponse:
-    return JSONResponse(masked(runtime_of(request).config.running.model_dump()))
+async def get_config(request: Request) -> Response:
+    return answer(Settings.model_validate(masked(runtime_of(request).config.running.model_dump())))
 
 
-async def update_config(request: Request) -> JSONResponse:
-    runtime = runtime_of(request)
-    outcome = runtime.config.update(await read_object(request))
-    return JSONResponse(_answer("Configuration updated successfully", outcome))
+async def update_config(request: Request) -> Response:
+    outcome = runtime_of(request).config.update(await read_object(request))
+    return answer(_updated("Configuration updated successfully", outcome))
 
 
-async def reload_config(request: Request) -> JSONResponse:
-    runtime = runtime_of(request)
-    outcome = runtime.config.reload()
-    return JSONResponse(_answer("Configuration reloaded successfully", outcome))
+async def reload_config(request: Request) -> Response:
+    outcome = runtime_of(request).config.reload()
+    return answer(_updated("Configuration reloaded successfully", outcome))
 
 
-async def save_config(request: Request) -> JSONResponse:
-    runtime = runtime_of(request)
-    path = runtime.config.save()
-    return JSONResponse(
-        {
-            "status": "success",
-            "message": "Configuration saved successfully",
-            "path": str(path),
-            "restart_required": runtime.config.pending_restart,
-        }
+async def save_config(request: Request) -> Response:
+    config = runtime_of(request).config
+    path = config.save()
+    saved = ConfigSaved(
+        message="Configuration saved successfully", path=str(path), restart_required=config.pending_restart
     )
+    return answer(saved)
 
 
-def _answer(message: str, outcome: dict[str, list[str]]) -> dict[str, object]:
-    body: dict[str, object] = {"status": "success", "message": message, **outcome}
+def _updated(message: str, outcome: dict[str, list[str]]) -> ConfigUpdated:
     if outcome["restart_required"]:
-        body["message"] = (
+        message = (
             f"{message}; {', '.join(outcome['restart_required'])} take effect after a restart "
             "(POST /api/v1/config/save keeps them)"
         )
-    return body
+    return ConfigUpdated(message=message, **outcome)
 
 
 routes = [

@@ -1,27 +1,40 @@
-"""HTTP plumbing shared by every route: request ids, timing, body limits, and one error body shape.
+"""HTTP plumbing shared by every route: request ids, timing, body limits, JSON answers and error bodies.
 
 Every response carries ``X-Request-ID`` (an incoming one is kept) and ``X-Process-Time`` (seconds).
-Every error body is ``{"detail", "error_type", "request_id"}``; 422's ``detail`` is a list of
-``{"loc", "msg"}``. ``error_type`` reuses the WebSocket error codes where the error is the same.
+Answers are models of ``models/`` serialised by orjson (``answer``). Every error body is
+``{"detail", "error_type", "request_id"}``; 422's ``detail`` is a list of ``{"loc", "msg"}``.
+``error_type`` reuses the WebSocket error codes where the error is the same. Under ``/v1/`` errors
+take OpenAI's shape instead (``openai_error``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import orjson
 import structlog
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import ConfigError, InvalidField, InvalidMessage, StreamerError
+from ..errors import (
+    ConfigError,
+    InvalidField,
+    InvalidMessage,
+    StreamerError,
+    UnknownEngine,
+    UnknownVoice,
+    UnsupportedFormat,
+)
+from .models.answers import Error, OpenAIError, ValidationError
 
 log = structlog.get_logger(__name__)
 
@@ -44,22 +57,37 @@ def request_id_of(scope: Scope) -> str:
     return scope.get("state", {}).get("request_id", "")
 
 
+def answer(body: BaseModel | list[Any], status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON answer from a model (or a list of them), serialised by orjson."""
+    data = (
+        [m.model_dump(mode="json") for m in body] if isinstance(body, list) else body.model_dump(mode="json")
+    )
+    return Response(orjson.dumps(data), status, headers, media_type="application/json")
+
+
 def error_response(
     request_id: str,
     status: int,
-    detail: Any,
+    detail: str | list[dict[str, Any]],
     error_type: str | None = None,
     headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    return JSONResponse(
-        {
-            "detail": detail,
-            "error_type": error_type or _STATUS_TYPES.get(status, "internal_error"),
-            "request_id": request_id,
-        },
-        status_code=status,
-        headers=headers,
-    )
+) -> Response:
+    body = {"detail": detail, "error_type": error_type or _STATUS_TYPES.get(status, "internal_error")}
+    model = ValidationError if isinstance(detail, list) else Error
+    return answer(model.model_validate({**body, "request_id": request_id}), status, headers)
+
+
+def openai_error(
+    status: int,
+    message: str,
+    kind: str,
+    code: str | None = None,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """An error in OpenAI's shape, for the routes under /v1/."""
+    error = {"message": message, "type": kind, "param": param, "code": code}
+    return answer(OpenAIError.model_validate({"error": error}), status, headers)
 
 
 class RequestContextMiddleware:
@@ -155,12 +183,13 @@ async def http_exception(request: Request, exc: Exception) -> Response:
 
 async def streamer_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StreamerError)
-    if isinstance(exc, ConfigError) and exc.errors:
-        detail: Any = [{"loc": e["loc"], "msg": e["msg"]} for e in exc.errors]
+    errors = exc.errors if isinstance(exc, ConfigError) else exc.details.get("errors")
+    detail: str | list[dict[str, Any]]
+    if errors:
+        detail = [{"loc": e["loc"], "msg": e["msg"]} for e in errors]
     elif exc.http_status == 422:
-        detail = [
-            {"loc": ["body", *([exc.details["field"]] if "field" in exc.details else [])], "msg": exc.message}
-        ]
+        field = exc.details.get("field")
+        detail = [{"loc": ["body", *([field] if field else [])], "msg": exc.message}]
     else:
         detail = exc.message
     headers = {"Retry-After": str(exc.details.get("retry_after", 1))} if exc.http_status == 503 else None
@@ -206,3 +235,19 @@ async def read_object(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidField("the request body must be a JSON object")
     return body
+
+
+@contextlib.contextmanager
+def fields_named(engine: str, voice: str, language: str, fmt: str) -> Iterator[None]:
+    """The runtime's voice and format errors name the request's field (``loc``, or OpenAI's ``param``)."""
+    try:
+        yield
+    except UnknownEngine as exc:
+        exc.details.setdefault("field", engine)
+        raise
+    except UnknownVoice as exc:
+        exc.details.setdefault("field", language if "language" in exc.details else voice)
+        raise
+    except UnsupportedFormat as exc:
+        exc.details.setdefault("field", fmt)
+        raise

@@ -3,75 +3,72 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
-from ..errors import InvalidField
-from ..protocol import error_event, parse_config
+from ..protocol import SessionConfig, error_event
+from ..protocol.events import CLOSE_NORMAL
 from ..runtime import Runtime
-from ..session.connection import CLOSE_NORMAL
 from ..session.state import Session
-from .http import by_method, read_object
+from .http import answer, by_method, fields_named, read_object
+from .models import answers
+from .models.bodies import SessionCreate
 from .system import runtime_of
-
-SESSION_FIELDS = ("engine", "voice", "voice_id", "language", "speed", "format", "sample_rate")
 
 
 def iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
 
 
-def session_config(runtime: Runtime, session: Session) -> dict[str, Any]:
+def session_config(runtime: Runtime, session: Session) -> answers.SessionConfig:
     voice = session.voice
     voice_id = None
     if isinstance(voice.voice, str):
         found = runtime.catalog.find(voice.engine, voice.voice)
         voice_id = runtime.catalog.voice_id(found) if found else None
-    return {
-        "language": voice.language,
-        "voice_id": voice_id,
-        "voice": voice.voice,
-        "engine": voice.engine,
-        "format": session.format,
-        "sample_rate": session.sample_rate,
-        "speed": session.speed,
-    }
+    return answers.SessionConfig(
+        language=voice.language,
+        voice_id=voice_id,
+        voice=voice.voice,
+        engine=voice.engine,
+        format=session.format,  # type: ignore[arg-type]  # the runtime checked it against FORMATS
+        sample_rate=session.sample_rate,
+        speed=session.speed,
+    )
 
 
-def summary(runtime: Runtime, session: Session) -> dict[str, Any]:
-    return {
-        "session_id": session.id,
-        "created_at": iso(session.created_at),
-        "last_activity": iso(session.last_activity),
-        "is_active": True,
-        "connected": session.connected,
-    }
-
-
-def details(runtime: Runtime, session: Session) -> dict[str, Any]:
+def summary(session: Session) -> answers.SessionSummary:
     connection = session.connection
-    return {
-        **summary(runtime, session),
-        "config": session_config(runtime, session),
-        "generation": session.generation,
-        "last_seq": session.last_seq,
-        "text_offset": session.chunker.offset,
-        "chunks_queued": connection.chunks_queued if connection else 0,
-        "chunks_done": session.chunks_done,
-        "audio_seconds_sent": round(session.audio_ms_sent / 1000, 3),
-    }
+    return answers.SessionSummary(
+        session_id=session.id,
+        created_at=iso(session.created_at),
+        last_activity=iso(session.last_activity),
+        is_active=connection is not None and not connection.idle,
+        connected=session.connected,
+    )
 
 
-async def create_session(request: Request) -> JSONResponse:
+def details(runtime: Runtime, session: Session) -> answers.SessionDetails:
+    connection = session.connection
+    return answers.SessionDetails(
+        **dict(summary(session)),
+        config=session_config(runtime, session),
+        generation=session.generation,
+        last_seq=session.last_seq,
+        text_offset=session.chunker.offset,
+        chunks_queued=connection.chunks_queued if connection else 0,
+        chunks_done=session.chunks_done,
+        audio_seconds_sent=round(session.audio_ms_sent / 1000, 3),
+    )
+
+
+async def create_session(request: Request) -> Response:
     runtime = runtime_of(request)
-    body = await read_object(request)
-    unknown = sorted(set(body) - set(SESSION_FIELDS))
-    if unknown:
-        raise InvalidField(f"unknown field(s): {', '.join(unknown)}", field=unknown[0])
-    session = runtime.new_session(parse_config(body, where="body"))
+    body = SessionCreate.parse(await read_object(request))
+    with fields_named(engine="engine", voice="voice", language="language", fmt="format"):
+        session = runtime.new_session(SessionConfig(**body.model_dump()))
     scheme = "wss" if request.url.scheme == "https" else "ws"
     root = request.scope.get("root_path", "")
     if root:
@@ -80,22 +77,23 @@ async def create_session(request: Request) -> JSONResponse:
         ws_url = f"{scheme}://{request.url.netloc}{root}/api/v1/stream"
     else:
         ws_url = f"{scheme}://{request.url.hostname or '127.0.0.1'}:{runtime.ws_port}/api/v1/stream"
-    answer = {**details(runtime, session), "resume_token": runtime.sessions.token(session), "ws_url": ws_url}
-    return JSONResponse(answer, status_code=201)
+    token = runtime.sessions.token(session)
+    created = answers.SessionCreated(**dict(details(runtime, session)), resume_token=token, ws_url=ws_url)
+    return answer(created, 201)
 
 
-async def list_sessions(request: Request) -> JSONResponse:
+async def list_sessions(request: Request) -> Response:
+    sessions = [summary(s) for s in runtime_of(request).sessions.sessions.values()]
+    return answer(answers.SessionList(sessions=sessions, total=len(sessions)))
+
+
+async def get_session(request: Request) -> Response:
     runtime = runtime_of(request)
-    sessions = [summary(runtime, s) for s in runtime.sessions.sessions.values()]
-    return JSONResponse({"sessions": sessions, "total": len(sessions)})
+    session = runtime.sessions.get(request.path_params["session_id"])
+    return answer(details(runtime, session))
 
 
-async def get_session(request: Request) -> JSONResponse:
-    runtime = runtime_of(request)
-    return JSONResponse(details(runtime, runtime.sessions.get(request.path_params["session_id"])))
-
-
-async def delete_session(request: Request) -> JSONResponse:
+async def delete_session(request: Request) -> Response:
     runtime = runtime_of(request)
     session = runtime.sessions.get(request.path_params["session_id"])
     runtime.sessions.remove(session.id)
@@ -105,37 +103,28 @@ async def delete_session(request: Request) -> JSONResponse:
             "session closed",
             error_event("session_closed", "the session was closed through the REST API", True),
         )
-    return JSONResponse({"status": "success", "message": f"Session {session.id} closed"})
+    return answer(answers.SessionClosed(message=f"Session {session.id} closed"))
 
 
-def interrupt(runtime: Runtime, session: Session) -> None:
+def interrupt(session: Session) -> None:
     if session.connection is not None:
         session.connection.interrupt()
     else:
         session.generation += 1  # nothing is speaking; a later resume starts after this generation
 
 
-async def interrupt_one(request: Request) -> JSONResponse:
-    runtime = runtime_of(request)
-    session = runtime.sessions.get(request.path_params["session_id"])
-    interrupt(runtime, session)
-    return JSONResponse(
-        {
-            "status": "success",
-            "message": f"Session {session.id} interrupted",
-            "generation": session.generation,
-        }
-    )
+async def interrupt_one(request: Request) -> Response:
+    session = runtime_of(request).sessions.get(request.path_params["session_id"])
+    interrupt(session)
+    message = f"Session {session.id} interrupted"
+    return answer(answers.SessionInterrupted(message=message, generation=session.generation))
 
 
-async def interrupt_all(request: Request) -> JSONResponse:
-    runtime = runtime_of(request)
-    sessions = list(runtime.sessions.sessions.values())
+async def interrupt_all(request: Request) -> Response:
+    sessions = list(runtime_of(request).sessions.sessions.values())
     for session in sessions:
-        interrupt(runtime, session)
-    return JSONResponse(
-        {"status": "success", "message": "All sessions interrupted", "interrupted": len(sessions)}
-    )
+        interrupt(session)
+    return answer(answers.AllInterrupted(message="All sessions interrupted", interrupted=len(sessions)))
 
 
 routes = [

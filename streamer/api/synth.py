@@ -1,7 +1,8 @@
 """One-shot synthesis over HTTP: ``POST /api/v1/synth`` (a whole file) and OpenAI's ``POST /v1/audio/speech``.
 
 ``POST /api/v1/synth`` (the ttskit contract) takes ``{text, lang, engine, voice, rate, pitch, format,
-sample_rate}``, synthesizes the whole text, then answers with the file: X-Audio-Duration and X-Audio-Size
+sample_rate}`` (``language`` and ``speed``, the names our CLI and OpenAI use, as other names of ``lang``
+and ``rate``), synthesizes the whole text, then answers with the file: X-Audio-Duration and X-Audio-Size
 are headers, so they must be known before the body starts. Where we differ from ttskit:
 
 - ``text`` is 1..``limits.max_text_chars`` characters (the ``max_text_length`` GET /api/v1/engines reports).
@@ -40,26 +41,22 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from ..engines.catalog import ResolvedVoice
-from ..errors import InvalidField, StreamerError, UnknownEngine, UnknownVoice, UnsupportedFormat
+from ..errors import StreamerError, UnsupportedFormat
 from ..protocol import SessionConfig
 from ..runtime import Runtime
 from ..session.oneshot import OneShot, admit, voice_label
-from .http import read_object
+from .http import fields_named, openai_error, read_object
+from .models.bodies import OPENAI_FORMATS, SpeechRequest, SynthRequest, VoiceRef
 from .system import runtime_of
 
 T = TypeVar("T")
 
-SYNTH_FIELDS = ("text", "lang", "engine", "voice", "rate", "pitch", "format", "sample_rate")
 SYNTH_DEFAULT_FORMAT = "ogg"
-SPEED_RANGE = (0.25, 4.0)
-PITCH_RANGE = (-12.0, 12.0)  # semitones, as ttskit documents it
-SAMPLE_RATE_RANGE = (8000, 48000)
-
 # OpenAI's built-in voices: any of them not mapped in `openai.voices` speaks with our default voice.
 OPENAI_VOICES = frozenset(
     {
@@ -67,85 +64,12 @@ OPENAI_VOICES = frozenset(
         "marin", "cedar",
     }
 )  # fmt: skip
-OPENAI_FORMATS = {"mp3": "mp3", "opus": "ogg", "aac": "aac", "flac": "flac", "wav": "wav", "pcm": "pcm"}
 OPENAI_SAMPLE_RATE = 24000
 # 499, nginx's "client closed request": only ever seen in our own logs, since nobody is left to read it.
 CLIENT_CLOSED = 499
 
 
-# ---- parsing ---------------------------------------------------------------------------------------
-
-
-def _string(body: dict[str, Any], name: str) -> str | None:
-    value = body.get(name)
-    if value is not None and not isinstance(value, str):
-        raise InvalidField(f"field '{name}' must be a string", field=name)
-    return value
-
-
-def _number(body: dict[str, Any], name: str, low: float, high: float) -> float | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidField(f"field '{name}' must be a number", field=name)
-    if not low <= value <= high:
-        raise InvalidField(f"field '{name}' must be between {low} and {high}", field=name)
-    return float(value)
-
-
-def _text(body: dict[str, Any], name: str, limit: int) -> str:
-    text = _string(body, name)
-    if text is None or not text.strip():
-        raise InvalidField(f"field '{name}' is required and must not be empty", field=name)
-    if len(text) > limit:
-        raise InvalidField(
-            f"field '{name}' has {len(text)} characters, over the limit of {limit}", field=name
-        )
-    return text
-
-
-def _voice(value: Any, name: str) -> str | dict[str, float] | None:
-    """A voice name, a blend ``{speaker: weight}`` (the catalog checks the engine blends), or None."""
-    if value is None or isinstance(value, str):
-        return value
-    if (
-        isinstance(value, dict)
-        and value
-        and all(
-            isinstance(k, str) and isinstance(w, int | float) and not isinstance(w, bool)
-            for k, w in value.items()
-        )
-    ):
-        return {k: float(w) for k, w in value.items()}
-    raise InvalidField(
-        f"field '{name}' must be a voice name or a blend object of speaker names to weights", field=name
-    )
-
-
-def _resolve(
-    runtime: Runtime,
-    engine: str | None,
-    voice: str | dict[str, float] | None,
-    language: str | None,
-    fields: dict[str, str],
-) -> ResolvedVoice:
-    config = SessionConfig(engine=engine, voice=voice, language=language)
-    try:
-        return runtime.resolve_voice(config)
-    except UnknownEngine as exc:
-        exc.details.setdefault("field", fields["engine"])
-        raise
-    except UnknownVoice as exc:
-        exc.details.setdefault("field", fields["language" if "language" in exc.details else "voice"])
-        raise
-
-
-def _format(runtime: Runtime, fmt: str, field: str) -> str:
-    try:
-        return runtime.check_format(fmt)
-    except UnsupportedFormat as exc:
-        raise UnsupportedFormat(exc.message, field=field) from None
+# ---- from a valid body to a synthesis -----------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,89 +85,53 @@ class _Synthesis:
         return OneShot(runtime, self.text, self.voice, self.speed, self.format, self.sample_rate, path)
 
 
-def synth_request(runtime: Runtime, body: dict[str, Any]) -> _Synthesis:
-    """A validated ``/api/v1/synth`` body, or InvalidField & co. naming the field."""
-    unknown = sorted(set(body) - set(SYNTH_FIELDS))
-    if unknown:
-        raise InvalidField(f"unknown field(s): {', '.join(unknown)}", field=unknown[0])
+def synth_request(runtime: Runtime, raw: dict[str, Any]) -> _Synthesis:
+    """A ``/api/v1/synth`` body as a synthesis, or InvalidField & co. naming the field."""
     settings = runtime.settings
-    text = _text(body, "text", settings.limits.max_text_chars)
-    speed = _number(body, "rate", *SPEED_RANGE)
-    if _number(body, "pitch", *PITCH_RANGE):
-        raise InvalidField("pitch adjustment is not supported; send 0 or leave 'pitch' out", field="pitch")
-    sample_rate = body.get("sample_rate")
-    if sample_rate is not None and (
-        isinstance(sample_rate, bool)
-        or not isinstance(sample_rate, int)
-        or not SAMPLE_RATE_RANGE[0] <= sample_rate <= SAMPLE_RATE_RANGE[1]
-    ):
-        raise InvalidField(
-            "field 'sample_rate' must be an integer between 8000 and 48000", field="sample_rate"
-        )
-    fmt = _string(body, "format")
+    body = SynthRequest.parse(raw, max_text_chars=settings.limits.max_text_chars)
+    fmt = body.format
     if fmt is None:
         supported = settings.audio.supported_formats
         fmt = SYNTH_DEFAULT_FORMAT if SYNTH_DEFAULT_FORMAT in supported else settings.audio.default_format
-    voice = _resolve(
-        runtime,
-        _string(body, "engine"),
-        _voice(body.get("voice"), "voice"),
-        _string(body, "lang"),
-        {"engine": "engine", "voice": "voice", "language": "lang"},
-    )
-    return _Synthesis(
-        text=text,
-        voice=voice,
-        speed=speed if speed is not None else settings.tts.default_speed,
-        format=_format(runtime, fmt, "format"),
-        sample_rate=sample_rate or settings.audio.default_sample_rate,
-    )
+    with fields_named(engine="engine", voice="voice", language="lang", fmt="format"):
+        return _Synthesis(
+            text=body.text,
+            voice=runtime.resolve_voice(
+                SessionConfig(engine=body.engine, voice=body.voice, language=body.lang)
+            ),
+            speed=body.rate if body.rate is not None else settings.tts.default_speed,
+            format=runtime.check_format(fmt),
+            sample_rate=body.sample_rate or settings.audio.default_sample_rate,
+        )
 
 
-def speech_request(runtime: Runtime, body: dict[str, Any]) -> tuple[str, _Synthesis]:
-    """A validated ``/v1/audio/speech`` body as (model, synthesis)."""
-    model = _string(body, "model")
-    if not model:
-        raise InvalidField("field 'model' is required (any model name; ours is reported back)", field="model")
-    if len(model) > 200 or not (model.isascii() and model.isprintable()):
-        # It is echoed in a header: printable ASCII only.
-        raise InvalidField("field 'model' must be at most 200 printable ASCII characters", field="model")
-    text = _text(body, "input", runtime.settings.openai.max_input_chars)
-    _string(body, "instructions")  # accepted, and ignored: no engine takes style instructions
-    stream_format = _string(body, "stream_format")
-    if stream_format not in (None, "audio"):
-        raise InvalidField("only stream_format 'audio' is supported", field="stream_format")
-    response_format = _string(body, "response_format") or "mp3"
+def speech_request(runtime: Runtime, raw: dict[str, Any]) -> tuple[str, _Synthesis]:
+    """A ``/v1/audio/speech`` body as (model, synthesis)."""
+    settings = runtime.settings
+    body = SpeechRequest.parse(raw, max_text_chars=settings.openai.max_input_chars)
+    response_format = body.response_format or "mp3"
     if response_format not in OPENAI_FORMATS:
         raise UnsupportedFormat(
             f"response_format '{response_format}' is not one of {', '.join(OPENAI_FORMATS)}",
             field="response_format",
         )
-    speed = _number(body, "speed", *SPEED_RANGE)
-    raw_voice = body.get("voice")
-    if raw_voice is None:
-        raise InvalidField("field 'voice' is required", field="voice")
-    if isinstance(raw_voice, dict) and set(raw_voice) == {"id"} and isinstance(raw_voice["id"], str):
-        raw_voice = raw_voice["id"]  # OpenAI's reference to a custom voice: a name of ours
-    voice = _voice(raw_voice, "voice")
+    voice = body.voice.id if isinstance(body.voice, VoiceRef) else body.voice
     if isinstance(voice, str):
-        table = runtime.settings.openai.voices
+        table = settings.openai.voices
         if voice in table:
             voice = table[voice]
         elif voice in OPENAI_VOICES:
             voice = None  # the default voice
-    engine = model if model in runtime.catalog.engines else None
-    resolved = _resolve(
-        runtime, engine, voice, None, {"engine": "model", "voice": "voice", "language": "voice"}
-    )
-    synthesis = _Synthesis(
-        text=text,
-        voice=resolved,
-        speed=speed if speed is not None else runtime.settings.tts.default_speed,
-        format=_format(runtime, OPENAI_FORMATS[response_format], "response_format"),
-        sample_rate=OPENAI_SAMPLE_RATE,
-    )
-    return model, synthesis
+    engine = body.model if body.model in runtime.catalog.engines else None
+    with fields_named(engine="model", voice="voice", language="voice", fmt="response_format"):
+        synthesis = _Synthesis(
+            text=body.input,
+            voice=runtime.resolve_voice(SessionConfig(engine=engine, voice=voice)),
+            speed=body.speed if body.speed is not None else settings.tts.default_speed,
+            format=runtime.check_format(OPENAI_FORMATS[response_format]),
+            sample_rate=OPENAI_SAMPLE_RATE,
+        )
+    return body.model, synthesis
 
 
 # ---- responses -------------------------------------------------------------------------------------
@@ -342,19 +230,7 @@ class _AudioStream(StreamingResponse):
             await self._rest.aclose()  # a disconnect leaves it suspended: this cancels its pool jobs
 
 
-def openai_error(
-    status: int,
-    message: str,
-    kind: str,
-    code: str | None = None,
-    param: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-def openai_error_for(exc: StreamerError) -> JSONResponse:
+def openai_error_for(exc: StreamerError) -> Response:
     """Our error in OpenAI's shape and status habits, so its SDK raises the matching exception class."""
     status = exc.http_status
     if status in (413, 422):

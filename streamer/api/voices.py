@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import asdict
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
-from ..audio import FORMATS, MIME_TYPES
+from ..audio import MIME_TYPES
 from ..engines.base import Voice
 from ..engines.catalog import primary_language
 from ..errors import UnknownEngine
+from ..protocol.fields import FORMATS
+from .http import answer
+from .models.answers import (
+    EngineInfo,
+    EngineVoice,
+    Formats,
+    LanguageGroup,
+    Languages,
+    Speaker,
+    UnavailableEngine,
+)
 from .system import runtime_of
 
 # Names for the languages a client is most likely to show; others come from the engine's description.
@@ -31,33 +42,7 @@ def language_name(code: str, voices: list[Voice]) -> str:
     return described.split(" (")[0] or code
 
 
-def speaker(voice: Voice, voice_id: int) -> dict[str, Any]:
-    return {
-        "id": voice_id,
-        "name": voice.name,
-        "gender": voice.gender,
-        "description": voice.description,
-        "sample_rate": voice.sample_rate,
-        "quality": voice.quality,
-        "engine": voice.engine,
-        "language": voice.language,
-    }
-
-
-def flat_voice(voice: Voice, voice_id: int) -> dict[str, Any]:
-    return {
-        "name": voice.name,
-        "engine": voice.engine,
-        "language": voice.language,
-        "gender": voice.gender,
-        "quality": voice.quality,
-        "sample_rate": voice.sample_rate,
-        "voice_id": voice_id,
-        "description": voice.description,
-    }
-
-
-async def voices(request: Request) -> JSONResponse:
+async def voices(request: Request) -> Response:
     """Grouped by language, each speaker's ``id`` its voice_id (of the default engine unless ?engine=)."""
     runtime = runtime_of(request)
     catalog = runtime.catalog
@@ -68,103 +53,95 @@ async def voices(request: Request) -> JSONResponse:
     for voice in catalog.voices(engine):
         groups.setdefault(primary_language(voice.language), []).append(voice)
     body = [
-        {
-            "code": code,
-            "name": language_name(code, members),
-            "engine": engine,
-            "speakers": [speaker(v, i) for i, v in enumerate(members)],
-        }
+        LanguageGroup(
+            code=code,
+            name=language_name(code, members),
+            engine=engine,
+            speakers=[Speaker(id=i, **asdict(v)) for i, v in enumerate(members)],
+        )
         for code, members in sorted(groups.items())
         if wanted is None or code == primary_language(wanted)
     ]
-    return JSONResponse(body)
+    return answer(body)
 
 
-async def languages(request: Request) -> JSONResponse:
+async def languages(request: Request) -> Response:
     runtime = runtime_of(request)
     catalog = runtime.catalog
     supported = catalog.languages_of(catalog.default_engine)
-    return JSONResponse(
+    return answer(
+        Languages(
+            supported_languages=supported,
+            preload_languages=runtime.settings.tts.preload_languages,
+            default_language=runtime.settings.tts.default_language,
+            languages=supported,
+            by_engine={name: catalog.languages_of(name) for name in sorted(catalog.engines)},
+        )
+    )
+
+
+def engine_info(request: Request, name: str) -> EngineInfo:
+    runtime = runtime_of(request)
+    catalog = runtime.catalog
+    caps = catalog.engine(name).capabilities
+    capabilities = {
+        "offline": True,  # every engine here runs on this machine
+        "ssml": False,
+        "rate_control": caps.speed,
+        "pitch_control": caps.pitch,
+        "streaming": caps.streaming,
+        "blending": caps.blending,
+        "max_text_length": runtime.settings.limits.max_text_chars,
+    }
+    return EngineInfo.model_validate(
         {
-            "supported_languages": supported,
-            "preload_languages": runtime.settings.tts.preload_languages,
-            "default_language": runtime.settings.tts.default_language,
-            "languages": supported,
-            "by_engine": {name: catalog.languages_of(name) for name in sorted(catalog.engines)},
+            "name": name,
+            "default": name == catalog.default_engine,
+            "state": runtime.pool.engine_state(name),
+            "capabilities": capabilities,
+            "languages": catalog.languages_of(name),
+            "voices": [v.name for v in catalog.voices(name)],
+            "offline": True,
         }
     )
 
 
-def engine_info(request: Request, name: str) -> dict[str, Any]:
-    runtime = runtime_of(request)
-    catalog = runtime.catalog
-    engine = catalog.engine(name)
-    engine_voices = catalog.voices(name)
-    caps = engine.capabilities
-    return {
-        "name": name,
-        "available": True,
-        "default": name == catalog.default_engine,
-        "state": runtime.pool.engine_state(name),
-        "capabilities": {
-            "offline": True,
-            "ssml": False,
-            "rate_control": caps.speed,
-            "pitch_control": caps.pitch,
-            "streaming": caps.streaming,
-            "blending": caps.blending,
-            "max_text_length": runtime.settings.limits.max_text_chars,
-        },
-        "languages": catalog.languages_of(name),
-        "voices": [v.name for v in engine_voices],
-        "offline": True,
-    }
-
-
-async def engines(request: Request) -> JSONResponse:
+async def engines(request: Request) -> Response:
     catalog = runtime_of(request).catalog
-    body = [engine_info(request, name) for name in sorted(catalog.engines)]
+    body: list[EngineInfo | UnavailableEngine] = [engine_info(request, n) for n in sorted(catalog.engines)]
     if request.query_params.get("available_only", "false").lower() not in ("1", "true", "yes"):
-        body += [
-            {
-                "name": name,
-                "available": False,
-                "default": False,
-                "reason": reason,
-                "languages": [],
-                "voices": [],
-            }
-            for name, reason in sorted(catalog.errors.items())
-        ]
-    return JSONResponse(body)
+        body += [UnavailableEngine(name=n, reason=why) for n, why in sorted(catalog.errors.items())]
+    return answer(body)
 
 
-async def engine(request: Request) -> JSONResponse:
+async def engine(request: Request) -> Response:
     name = request.path_params["name"]
     catalog = runtime_of(request).catalog
     if name not in catalog.engines and name in catalog.errors:
         raise UnknownEngine(f"engine '{name}' is not available: {catalog.errors[name]}", engine=name)
-    return JSONResponse(engine_info(request, name))
+    return answer(engine_info(request, name))
 
 
-async def engine_voices(request: Request) -> JSONResponse:
+async def engine_voices(request: Request) -> Response:
     catalog = runtime_of(request).catalog
     name = request.path_params["name"]
     catalog.engine(name)
     language = request.query_params.get("language")
     listed = catalog.language_voices(name, language) if language else catalog.voices(name)
-    return JSONResponse([flat_voice(v, catalog.voice_id(v)) for v in listed])
+    return answer([EngineVoice(voice_id=catalog.voice_id(v), **asdict(v)) for v in listed])
 
 
-async def formats(request: Request) -> JSONResponse:
+async def formats(request: Request) -> Response:
     settings = runtime_of(request).settings
     supported = [f for f in FORMATS if f in settings.audio.supported_formats]
-    return JSONResponse(
-        {
-            "formats": supported,
-            "default_format": settings.audio.default_format,
-            "details": [{"format": f, "mime_type": MIME_TYPES[f]} for f in supported],
-        }
+    return answer(
+        Formats.model_validate(
+            {
+                "formats": supported,
+                "default_format": settings.audio.default_format,
+                "details": [{"format": f, "mime_type": MIME_TYPES[f]} for f in supported],
+            }
+        )
     )
 
 

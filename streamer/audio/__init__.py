@@ -1,7 +1,8 @@
 """Audio: PCM helpers, click-free chunk shaping, and streaming encoders (PyAV) for every output format."""
 
-from streamer.audio.encoders import FORMATS, MIME_TYPES, StreamingEncoder, output_sample_rate
+from streamer.audio.encoders import MIME_TYPES, StreamingEncoder, output_sample_rate
 from streamer.audio.pcm import PHRASE_GAP_MS, ChunkShaper, float_to_s16le, s16le_to_float, split_frames
+from streamer.protocol.fields import FORMATS  # the formats every encoder here writes
 
 __all__ = [
     "FORMATS",

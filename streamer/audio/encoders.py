@@ -10,8 +10,7 @@ import av
 import numpy as np
 
 from streamer.audio.pcm import float_to_s16le
-
-FORMATS: tuple[str, ...] = ("pcm", "wav", "ogg", "mp3", "flac", "aac")
+from streamer.protocol.fields import FORMATS
 
 MIME_TYPES: dict[str, str] = {
     "pcm": "audio/L16",

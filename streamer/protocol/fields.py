@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import Field
+from pydantic import Field, ValidationError, ValidatorFunctionWrapHandler, WrapValidator
+from pydantic_core import PydanticCustomError
 
 from ..errors import InvalidField
 
@@ -30,6 +31,20 @@ Voice = str | Blend  # what a client names as the voice: one voice's name, or a 
 Speed = Annotated[float, Field(ge=SPEED_MIN, le=SPEED_MAX, description="Speaking-rate multiplier")]
 SampleRate = Annotated[int, Field(ge=SAMPLE_RATE_MIN, le=SAMPLE_RATE_MAX, description="Hz")]
 BlendWeights = Annotated[Blend, Field(min_length=1, description="Speaker names -> weights")]
+
+VOICE_TYPE_MESSAGE = "must be a voice name or a blend object of speaker names to weights"
+
+
+def _voice_or_blend(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    try:
+        return handler(value)
+    except ValidationError:
+        # One message for the field, instead of one per member of the union that did not match.
+        raise PydanticCustomError("voice_type", VOICE_TYPE_MESSAGE) from None
+
+
+# The voice as a pydantic type: a name or a blend, with one clear error for anything else.
+VoiceSpec = Annotated[str | BlendWeights, WrapValidator(_voice_or_blend)]
 
 
 def is_number(value: Any) -> bool:
@@ -52,9 +67,7 @@ def check_voice(value: Any, field: str) -> Voice | None:
         return value
     if is_blend(value):
         return {name: float(weight) for name, weight in value.items()}
-    raise InvalidField(
-        f"field '{field}' must be a voice name or a blend object of speaker names to weights", field=field
-    )
+    raise InvalidField(f"field '{field}' {VOICE_TYPE_MESSAGE}", field=field)
 
 
 def check_speed(value: Any, field: str) -> float | None:

@@ -27,9 +27,7 @@ from ..audio import output_sample_rate
 from ..errors import SendTimeout, StreamerError, TextTooLong
 from ..protocol import SessionConfig, Start, encode
 from ..protocol.events import (
-    CLOSE_NORMAL,
     CLOSE_POLICY,
-    CLOSE_RESTART,
     Audio,
     AudioFormat,
     Configured,
@@ -390,4 +388,4 @@ def _audio_format(fmt: str, sample_rate: int) -> AudioFormat:
     return AudioFormat(fmt, output_sample_rate(fmt, sample_rate))
 
 
-__all__ = ["CLOSE_NORMAL", "CLOSE_RESTART", "Connection", "Transport"]
+__all__ = ["Connection", "Transport"]
