@@ -173,6 +173,16 @@ def test_config_get_update_validation_and_restart_keys(http: httpx.Client) -> No
     )
 
 
+def test_a_live_default_voice_the_engine_lacks_is_refused_with_its_field(http: httpx.Client) -> None:
+    before = http.get("/api/v1/config").json()["tts"]["default_voice"]
+    body = assert_error(
+        http.post("/api/v1/config", json={"tts": {"default_voice": "en-uss"}}), 422, "invalid_field"
+    )
+    (field,) = body["detail"]
+    assert field["loc"] == ["tts", "default_voice"] and "streamer voices" in field["msg"]
+    assert http.get("/api/v1/config").json()["tts"]["default_voice"] == before, "nothing applied"
+
+
 async def test_live_config_is_seen_by_a_new_websocket_session(
     server: ServerProcess, http: httpx.Client
 ) -> None:

@@ -363,6 +363,10 @@ class Connection:
                 raise Closed() from exc
             if isinstance(event, Audio):
                 self.host.metrics.audio_bytes.inc(len(event.data))
+            # A send to a socket with room completes without suspending, and so does taking the next
+            # queued item: without this the sender would drain its whole queue in one loop step while
+            # every other session waits (loop lag p99 with 8 espeak sessions: 5 -> 12 ms).
+            await asyncio.sleep(0)
 
     async def _fail_send_timeout(self, timeout: float) -> None:
         error = SendTimeout(f"the client read nothing for {timeout:g} s")
