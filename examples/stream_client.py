@@ -22,11 +22,10 @@ import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from websockets.exceptions import InvalidURI
 
-from streamer.client import AudioFrame, ClientError, HandshakeRefused, StreamerClient
+from streamer.client import AudioFrame, ClientError, StreamerClient, stream_url_problem
 
 FORMATS = {
     ".wav": "wav",
@@ -67,17 +66,6 @@ def file_format(args: argparse.Namespace) -> str:
     if suffix not in FORMATS:
         sys.exit(f"cannot tell the format of {args.output!r}: use --format")
     return FORMATS[suffix]
-
-
-def url_problem(url: str) -> str | None:
-    """Why ``url`` is not the streaming WebSocket's, with the URL that probably was meant; None if it is."""
-    parts = urlsplit(url)
-    if parts.scheme in ("ws", "wss") and parts.netloc:
-        return None
-    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme)
-    if scheme and parts.netloc:
-        return f"{url} is not a WebSocket URL: the stream is at {scheme}://{parts.netloc}/api/v1/stream"
-    return f"{url} is not a WebSocket URL: the stream is at ws://HOST:8081/api/v1/stream (wss:// with TLS)"
 
 
 class WavSink:
@@ -201,7 +189,7 @@ async def speak(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    problem = url_problem(args.url)
+    problem = stream_url_problem(args.url)
     if problem:
         print(f"stream_client: {problem}", file=sys.stderr)
         return 2
@@ -210,10 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return asyncio.run(speak(args))
     except (ClientError, OSError, InvalidURI) as exc:
-        hint = ""
-        if isinstance(exc, HandshakeRefused) and not urlsplit(args.url).path.endswith("/api/v1/stream"):
-            hint = " (a wrong path? the stream is at /api/v1/stream)"
-        print(f"stream_client: {exc}{hint}", file=sys.stderr)
+        print(f"stream_client: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

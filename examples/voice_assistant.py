@@ -20,11 +20,10 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from websockets.exceptions import InvalidURI
 
-from streamer.client import AudioFrame, ClientError, HandshakeRefused, StreamerClient
+from streamer.client import AudioFrame, ClientError, StreamerClient, stream_url_problem
 
 REPLY = (
     "Sure! Here is a short history of the lighthouse. The first lighthouses were simply fires lit on "
@@ -34,17 +33,6 @@ REPLY = (
     "tend the flame through every storm. Today most lights run on their own, watched from afar."
 )
 ANSWER_AFTER_BARGE_IN = "Of course, I will stop there. What would you like to know instead?"
-
-
-def url_problem(url: str) -> str | None:
-    """Why ``url`` is not the streaming WebSocket's, with the URL that probably was meant; None if it is."""
-    parts = urlsplit(url)
-    if parts.scheme in ("ws", "wss") and parts.netloc:
-        return None
-    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme)
-    if scheme and parts.netloc:
-        return f"{url} is not a WebSocket URL: the stream is at {scheme}://{parts.netloc}/api/v1/stream"
-    return f"{url} is not a WebSocket URL: the stream is at ws://HOST:8081/api/v1/stream (wss:// with TLS)"
 
 
 @dataclass
@@ -215,17 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--timeout", type=float, default=30.0, help="longest wait for the answer, in seconds")
     args = p.parse_args(argv)
-    problem = url_problem(args.url)
+    problem = stream_url_problem(args.url)
     if problem:
         print(f"voice_assistant: {problem}", file=sys.stderr)
         return 2
     try:
         return asyncio.run(converse(args))
     except (ClientError, OSError, TimeoutError, InvalidURI) as exc:
-        hint = ""
-        if isinstance(exc, HandshakeRefused) and not urlsplit(args.url).path.endswith("/api/v1/stream"):
-            hint = " (a wrong path? the stream is at /api/v1/stream)"
-        print(f"voice_assistant: {exc}{hint}", file=sys.stderr)
+        print(f"voice_assistant: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

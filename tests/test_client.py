@@ -344,3 +344,12 @@ async def test_async_rest_client_and_a_rest_session_attached(espeak_server: Serv
         assert_speech(turn.audio)
         assert (await rest.get_session(created["session_id"]))["chunks_done"] >= 1
         await rest.delete_session(created["session_id"])
+
+
+def test_connect_refuses_a_url_that_is_not_a_websocket_naming_the_one_meant() -> None:
+    from streamer.client import InvalidURL
+
+    with pytest.raises(InvalidURL, match=r"the stream is at ws://127\.0\.0\.1:8080/api/v1/stream"):
+        StreamerClient.connect("http://127.0.0.1:8080")
+    with pytest.raises(ValueError, match="is not a WebSocket URL"):  # InvalidURL is a ValueError too
+        StreamerClient.connect("127.0.0.1:8081")

@@ -17,13 +17,15 @@ Exceptions:
     ClientError
      ├── ServerError          an `error` event answering this client's request, or a fatal one
      ├── ConnectionClosed     the socket closed before the awaited reply (close code, reason)
-     ├── HandshakeRefused     the WebSocket handshake got an HTTP error (401: API key)
+     ├── InvalidURL           not a ws:// or wss:// URL (also a ValueError); names the URL meant
+     ├── HandshakeRefused     the WebSocket handshake got an HTTP error (401: API key; 403/404: wrong path)
      └── RestError            an HTTP error answer (status, error_type, detail, request_id)
 
 `RestClient` and `AsyncRestClient` need httpx (``pip install 'streamer[client]'``).
 """
 
-from .errors import ClientError, ConnectionClosed, HandshakeRefused, RestError, ServerError
+from ._connect import stream_url_problem
+from .errors import ClientError, ConnectionClosed, HandshakeRefused, InvalidURL, RestError, ServerError
 from .messages import AudioFrame, ClientStats, Event, Message, Turn
 from .rest import AsyncRestClient, RestClient
 from .stream import StreamerClient
@@ -36,10 +38,12 @@ __all__ = [
     "ConnectionClosed",
     "Event",
     "HandshakeRefused",
+    "InvalidURL",
     "Message",
     "RestClient",
     "RestError",
     "ServerError",
     "StreamerClient",
     "Turn",
+    "stream_url_problem",
 ]

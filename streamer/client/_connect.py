@@ -40,6 +40,20 @@ class Connector(Generic[C]):
             await self._client.close()
 
 
+STREAM_PATH = "/api/v1/stream"
+
+
+def stream_url_problem(url: str) -> str | None:
+    """Why ``url`` is not a streaming WebSocket URL, with the one probably meant; None when it is one."""
+    parts = urlsplit(url)
+    if parts.scheme in ("ws", "wss") and parts.netloc:
+        return None
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme)
+    if scheme and parts.netloc:
+        return f"{url} is not a WebSocket URL: the stream is at {scheme}://{parts.netloc}{STREAM_PATH}"
+    return f"{url} is not a WebSocket URL: the stream is at ws://HOST:8081{STREAM_PATH} (wss:// with TLS)"
+
+
 def with_query(url: str, **params: str) -> str:
     parts = urlsplit(url)
     query = [*parse_qsl(parts.query), *params.items()]
@@ -74,4 +88,7 @@ async def open_socket(
     except websockets.InvalidStatus as exc:
         response = exc.response
         body = response.body.decode("utf-8", "replace") if response.body else ""
-        raise HandshakeRefused(response.status_code, body[:500]) from None
+        refused = HandshakeRefused(response.status_code, body[:500])
+        if not urlsplit(url).path.endswith(STREAM_PATH):
+            refused.args = (f"{refused} (a wrong path? the stream is at {STREAM_PATH})",)
+        raise refused from None

@@ -32,6 +32,10 @@ class ConnectionClosed(ClientError):
         super().__init__(f"connection closed ({code}{': ' + reason if reason else ''})")
 
 
+class InvalidURL(ClientError, ValueError):
+    """The URL given is not the streaming WebSocket's (``http://`` for ``ws://``, no host); says which is."""
+
+
 class HandshakeRefused(ClientError):
     """The server answered the WebSocket handshake with an HTTP error (401: a missing or wrong API key)."""
 

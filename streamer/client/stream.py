@@ -28,12 +28,12 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from ..protocol.fields import CONFIG_KEYS
-from ._connect import Connector, open_socket
+from ._connect import Connector, open_socket, stream_url_problem
 from ._generations import DATA_TYPES, Generations
 from ._inbox import Inbox, SenderFailed, StreamClosed
 from ._replies import Replies, Waiter
 from ._turns import collect
-from .errors import ClientError, ConnectionClosed
+from .errors import ClientError, ConnectionClosed, InvalidURL
 from .messages import AudioFrame, ClientStats, Event, Message, Turn
 
 
@@ -80,6 +80,8 @@ class StreamerClient:
         ``?api_key=`` (what browsers must do). ``verify`` is for wss:// URLs: False skips certificate
         checks, a path names a CA file. ``max_queue``: messages received but not yet consumed.
         """
+        if problem := stream_url_problem(url):
+            raise InvalidURL(problem)
         unknown = sorted(set(config) - set(CONFIG_KEYS))
         if unknown:
             raise TypeError(f"unknown session setting(s): {', '.join(unknown)}; known: {sorted(CONFIG_KEYS)}")
