@@ -110,7 +110,7 @@ class StreamerClient:
             message["config"] = config
         waiter = self._expect("ready", message["id"])
         await self._send(message)
-        self.ready = await self._wait(waiter, timeout)
+        self.ready = await self._replies.wait(waiter, timeout)
 
     async def close(self) -> None:
         """Close the socket (code 1000) and stop the reader. Safe to call more than once."""
@@ -284,7 +284,7 @@ class StreamerClient:
         self._generations.interrupting()
         waiter = self._expect("interrupted")
         await self._send({"type": "interrupt"})
-        return await self._wait(waiter, timeout)
+        return await self._replies.wait(waiter, timeout)
 
     async def config(self, *, timeout: float = 10.0, **changes: Any) -> Event:
         """Change voice, speed or format mid-session; returns `configured`. A new format or rate applies
@@ -295,7 +295,7 @@ class StreamerClient:
         message_id = self._next_id("c")
         waiter = self._expect("configured", message_id)
         await self._send({"type": "config", "config": changes, "id": message_id})
-        event = await self._wait(waiter, timeout)
+        event = await self._replies.wait(waiter, timeout)
         self._audio = event.get("audio", self._audio)
         return event
 
@@ -304,7 +304,7 @@ class StreamerClient:
         message_id = self._next_id("p")
         waiter = self._expect("pong", message_id)
         await self._send({"type": "ping", "id": message_id})
-        return await self._wait(waiter, timeout)
+        return await self._replies.wait(waiter, timeout)
 
     # ---- reading --------------------------------------------------------------------------------
 
@@ -384,9 +384,6 @@ class StreamerClient:
         if self._inbox.closed is not None:
             raise ConnectionClosed(self._inbox.closed.code, self._inbox.closed.reason)
         return self._replies.expect(kind, message_id)
-
-    async def _wait(self, waiter: Waiter, timeout: float | None) -> Event:
-        return await self._replies.wait(waiter, timeout)
 
     async def _send(self, message: dict[str, Any]) -> None:
         if self._inbox.closed is not None:
