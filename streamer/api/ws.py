@@ -50,7 +50,7 @@ def _origin_allowed(origin: str | None, allowed: list[str]) -> bool:
 async def refuse(websocket: WebSocket, code: str, message: str, close_code: int) -> None:
     """Accept only to say why, in the protocol's own words, then close."""
     await websocket.accept()
-    await websocket.send_text(encode(error_event(code, message, True), binary=False))  # type: ignore[arg-type]
+    await websocket.send_text(encode(error_event(code, message, True), binary=False))
     await websocket.close(close_code, code)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, overload
 
 import msgpack
 import orjson
@@ -33,6 +33,12 @@ def decode(data: str | bytes, max_bytes: int) -> dict[str, Any]:
     return obj
 
 
+@overload
+def encode(message: ServerEvent | dict[str, Any], binary: Literal[False]) -> str: ...
+@overload
+def encode(message: ServerEvent | dict[str, Any], binary: Literal[True]) -> bytes: ...
+@overload
+def encode(message: ServerEvent | dict[str, Any], binary: bool) -> str | bytes: ...
 def encode(message: ServerEvent | dict[str, Any], binary: bool) -> str | bytes:
     """A server event (or a wire object) as a text frame (JSON) or a binary frame (msgpack)."""
     if not isinstance(message, dict):
