@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import structlog
 
-from ..engines.base import SynthesisRequest, usable_cores
+from ..engines.base import SynthesisRequest, audio_bound_s, usable_cores
 from ..errors import EngineError, OverloadedError, WorkerDied, error_for_code
 from .handle import WorkerHandle, WorkerState
 from .job import Job, JobResult
@@ -45,6 +45,9 @@ class WorkerPool:
         max_queue: int,
         max_batch: int = 1,
         nice: int = 0,
+        max_audio_s_per_char: float = 1.0,
+        max_audio_floor_s: float = 5.0,
+        max_worker_rss_mb: int = 0,
     ) -> None:
         self.cores = usable_cores()
         # Engines whose chunks run on more than one core when given them, and on how many at most
@@ -56,6 +59,10 @@ class WorkerPool:
         self.engines_settings = engines_settings
         self.preload = list(preload)
         self.max_queue = max_queue
+        # Each chunk's audio bound (engines.base.audio_bound_s) and each worker's memory bound (0: off).
+        self.max_audio_s_per_char = max_audio_s_per_char
+        self.max_audio_floor_s = max_audio_floor_s
+        self.max_worker_rss_mb = max_worker_rss_mb
         self._ctx = mp.get_context("spawn")
         self._workers: list[WorkerHandle] = []
         self._waiting: list[Job] = []
@@ -168,6 +175,10 @@ class WorkerPool:
     ) -> Job:
         if self._closing:
             raise OverloadedError("the server is shutting down")
+        if not request.max_audio_s:
+            per_char, floor = self.max_audio_s_per_char, self.max_audio_floor_s
+            bound = audio_bound_s(request.text, request.speed, per_char, floor)
+            request = replace(request, max_audio_s=bound)
         job = Job(
             id=next(self._job_ids),
             session=session,
