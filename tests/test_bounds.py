@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import psutil
 import pytest
+from structlog.testing import capture_logs
 
 from streamer.engines.base import SynthesisRequest, audio_bound_s
 from streamer.errors import EngineError
@@ -83,5 +85,45 @@ async def test_piper_refuses_a_chunk_whose_audio_would_pass_its_bound_before_syn
         assert worker.memory_info().rss - before < 100 * 2**20  # it took 1.6 GB
         normal = pool.submit("s", "piper", SynthesisRequest(text="Still fine.", voice=JOE), first=True)
         assert 0.3 < await drain(normal) < 5
+    finally:
+        await pool.close()
+
+
+async def test_a_worker_over_its_memory_bound_is_replaced_between_jobs_and_no_chunk_is_lost() -> None:
+    # 1 MB: every worker is over it after its first job, so each job runs on a fresh worker.
+    pool = await started(
+        WorkerPool(workers=1, engines_settings={}, preload=["espeak"], max_queue=8, max_worker_rss_mb=1)
+    )
+    try:
+        pids = set(pool.worker_pids())
+        with capture_logs() as logs:
+            jobs = [
+                pool.submit(
+                    "s", "espeak", SynthesisRequest(text=f"Chunk number {n}.", voice="en-us"), first=True
+                )
+                for n in range(3)
+            ]
+            for job in jobs:
+                assert await asyncio.wait_for(drain(job), 60 * TIMESCALE) > 0.3
+            for _ in range(400):  # the last one is replaced after its job too
+                if len(pool.worker_pids()) == 1 and pool.status()["ready_workers"] == 1:
+                    break
+                await asyncio.sleep(0.05)
+            pids.update(pool.worker_pids())
+        assert pool.recycles == 3 and pool.restarts == 0
+        recycled = [entry for entry in logs if entry["event"] == "worker_recycled"]
+        assert len(recycled) == 3 and all(entry["rss_mb"] > 1 for entry in recycled)
+        # each job on a fresh process: the first, two respawned ones, and a fourth is ready for the next
+        assert len({entry["pid"] for entry in recycled} | pids) == 4
+    finally:
+        await pool.close()
+
+
+async def test_a_worker_under_its_memory_bound_stays() -> None:
+    pool = await started(WorkerPool(workers=1, engines_settings={}, preload=["espeak"], max_queue=8))
+    try:
+        pid = pool.worker_pids()
+        await drain(pool.submit("s", "espeak", SynthesisRequest(text="Hello.", voice="en-us"), first=True))
+        assert pool.worker_pids() == pid and pool.recycles == 0
     finally:
         await pool.close()
