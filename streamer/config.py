@@ -103,6 +103,9 @@ class PoolSettings(_Section):
     max_inflight_per_session: int = Field(2, ge=1, le=16)
     max_batch: int = Field(1, ge=1, le=64)
     nice: int = Field(10, ge=0, le=19)
+    max_audio_s_per_char: float = Field(1.0, ge=0)
+    max_audio_floor_s: float = Field(5.0, ge=0)
+    max_worker_rss_mb: int = Field(2048, ge=0)
 
 
 class ChunkerSettings(_Section):

@@ -9,7 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..errors import InvalidField
+from ..errors import EngineError, InvalidField
 from ..protocol import fields
 
 # Synthesis checks this between blocks (and espeak inside the library's callback); True means stop now.
@@ -67,6 +67,27 @@ class SynthesisRequest:
     # holds, less one per waiting chunk that could use one (at least 1). 0: not set; the engine uses its
     # own setting. Engines may use fewer (Capabilities.threads) or ignore it.
     threads: int = 0
+    # Most audio this chunk may produce, in seconds (set by the pool, see audio_bound_s); 0: no bound. The
+    # worker stops a chunk that passes it; engines that can foresee their audio's length refuse sooner.
+    max_audio_s: float = 0.0
+
+
+def audio_bound_s(text: str, speed: float, per_char_s: float, floor_s: float) -> float:
+    """The most audio a chunk of ``text`` may produce: ``max(floor_s, characters × per_char_s)``, longer
+    at a slower speed; 0 (no bound) when ``per_char_s`` is 0. Speech runs at 12 to 15 characters a second
+    (numbers and symbols read by name, 3 to 5), so 1 s a character stops only text that no voice reads."""
+    if per_char_s <= 0:
+        return 0.0
+    rate = speed if isinstance(speed, int | float) and speed > 0 else 1.0
+    return max(floor_s, len(text) * per_char_s) / rate
+
+
+def audio_bound_error(bound_s: float, chars: int) -> EngineError:
+    """What a chunk that passes its audio bound fails with (code ``engine_error``)."""
+    return EngineError(
+        f"the engine produced more than {bound_s:.0f} s of audio for {chars} characters; "
+        "the chunk was stopped"
+    )
 
 
 def check_speed(speed: float) -> float:

@@ -18,6 +18,7 @@ from streamer.engines.base import (
     ShouldStop,
     SynthesisRequest,
     Voice,
+    audio_bound_error,
     check_speed,
     usable_cores,
     voice_name,
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 _WIDE_MAX = 4  # VITS on ONNX Runtime gains little past 4 intra-op threads
+# Audio per phoneme symbol (stress marks and spaces included) at length_scale 1, at least: en_US-joe-medium
+# speaks 0.048 (digits read out) to 0.099 s each. Used to refuse, before any inference, a chunk whose audio
+# would pass its bound: one ONNX run holds a whole sentence, and 80 s of it took 1.6 GB.
+_MIN_S_PER_PHONEME = 0.045
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +225,13 @@ class PiperEngine:
         voice = self._voice(voice_name(request, self.name), self._session_threads(request))
         # Scale the voice's own pace (its config's length_scale) rather than replace it.
         config = SynthesisConfig(length_scale=voice.config.length_scale / speed)
+        if request.max_audio_s:
+            try:
+                phonemes = sum(len(sentence) for sentence in voice.phonemize(request.text))
+            except Exception as exc:
+                raise EngineError(f"piper synthesis failed: {exc}") from exc
+            if phonemes * _MIN_S_PER_PHONEME * (config.length_scale or 1.0) > request.max_audio_s:
+                raise audio_bound_error(request.max_audio_s, len(request.text))
         sentences = iter(voice.synthesize(request.text, config))
         while not should_stop():
             try:

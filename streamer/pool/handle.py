@@ -22,6 +22,7 @@ from .worker import worker_main
 class WorkerState(enum.Enum):
     STARTING = "starting"  # spawned: loading its engines, takes no job yet
     READY = "ready"  # sent Ready: takes jobs
+    RECYCLING = "recycling"  # over pool.max_worker_rss_mb after a job: asked to stop, takes no job
     EXITED = "exited"  # its process ended (its pipe closed); the slot gets a new handle
 
 

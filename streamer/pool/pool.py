@@ -21,9 +21,10 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
+import psutil
 import structlog
 
-from ..engines.base import SynthesisRequest, usable_cores
+from ..engines.base import SynthesisRequest, audio_bound_s, usable_cores
 from ..errors import EngineError, OverloadedError, WorkerDied, error_for_code
 from .handle import WorkerHandle, WorkerState
 from .job import Job, JobResult
@@ -45,6 +46,9 @@ class WorkerPool:
         max_queue: int,
         max_batch: int = 1,
         nice: int = 0,
+        max_audio_s_per_char: float = 1.0,
+        max_audio_floor_s: float = 5.0,
+        max_worker_rss_mb: int = 2048,
     ) -> None:
         self.cores = usable_cores()
         # Engines whose chunks run on more than one core when given them, and on how many at most
@@ -56,6 +60,10 @@ class WorkerPool:
         self.engines_settings = engines_settings
         self.preload = list(preload)
         self.max_queue = max_queue
+        # Each chunk's audio bound (engines.base.audio_bound_s) and each worker's memory bound (0: off).
+        self.max_audio_s_per_char = max_audio_s_per_char
+        self.max_audio_floor_s = max_audio_floor_s
+        self.max_worker_rss_mb = max_worker_rss_mb
         self._ctx = mp.get_context("spawn")
         self._workers: list[WorkerHandle] = []
         self._waiting: list[Job] = []
@@ -66,6 +74,7 @@ class WorkerPool:
         self._closing = False
         self._ready_event = asyncio.Event()
         self.restarts = 0
+        self.recycles = 0  # workers replaced between jobs for holding more than max_worker_rss_mb
         self.jobs_done = 0
         self._quick_deaths: dict[int, int] = {}  # worker index -> deaths in a row within _STABLE_S
         self.job_observers: list[Callable[[Job], None]] = []  # called with each job done (metrics)
@@ -168,6 +177,10 @@ class WorkerPool:
     ) -> Job:
         if self._closing:
             raise OverloadedError("the server is shutting down")
+        if not request.max_audio_s:
+            per_char, floor = self.max_audio_s_per_char, self.max_audio_floor_s
+            bound = audio_bound_s(request.text, request.speed, per_char, floor)
+            request = replace(request, max_audio_s=bound)
         job = Job(
             id=next(self._job_ids),
             session=session,
@@ -263,6 +276,7 @@ class WorkerPool:
                 worker.engines, worker.load_errors = list(message.engines), dict(message.errors)
                 if message.errors:
                     log.warning("worker_engine_load_failed", worker=worker.index, errors=message.errors)
+                self._warn_if_over_memory_at_start(worker)
                 self._ready_event.set()
                 self._dispatch()
             case Loaded(engine=engine, error=None):
@@ -295,11 +309,49 @@ class WorkerPool:
         self.jobs_done += 1
         if not worker.jobs:
             worker.clear_abort()
+            self._recycle_if_over_memory(worker)
             self._dispatch()
+
+    def _rss_mb(self, worker: WorkerHandle) -> int | None:
+        try:
+            return int(psutil.Process(worker.process.pid).memory_info().rss >> 20)
+        except (psutil.Error, ValueError):
+            return None  # gone already: its reader thread reports the exit
+
+    def _warn_if_over_memory_at_start(self, worker: WorkerHandle) -> None:
+        # A worker that starts over the bound is recycled after every job: say so once per start.
+        rss_mb = self._rss_mb(worker) if self.max_worker_rss_mb else None
+        if rss_mb is not None and rss_mb > self.max_worker_rss_mb:
+            log.warning(
+                "worker_over_rss_limit_at_start",
+                worker=worker.index,
+                rss_mb=rss_mb,
+                max_worker_rss_mb=self.max_worker_rss_mb,
+            )
+
+    def _recycle_if_over_memory(self, worker: WorkerHandle) -> None:
+        """An idle worker holding more than max_worker_rss_mb is stopped and respawned: engines keep the
+        peak of their arenas (ONNX Runtime, torch), so one long chunk would hold its memory for good."""
+        if not self.max_worker_rss_mb or worker.state is not WorkerState.READY:
+            return
+        rss_mb = self._rss_mb(worker)
+        if rss_mb is None or rss_mb <= self.max_worker_rss_mb:
+            return
+        worker.state = WorkerState.RECYCLING
+        worker.stop()
+        self.recycles += 1
+        log.info(
+            "worker_recycled",
+            worker=worker.index,
+            pid=worker.process.pid,
+            rss_mb=rss_mb,
+            max_worker_rss_mb=self.max_worker_rss_mb,
+        )
 
     def _on_exit(self, worker: WorkerHandle) -> None:
         if worker.state is WorkerState.EXITED:
             return
+        recycled = worker.state is WorkerState.RECYCLING
         worker.state = WorkerState.EXITED
         jobs, worker.jobs = worker.jobs, []
         for job in jobs:
@@ -307,6 +359,9 @@ class WorkerPool:
         if self._closing:
             return
         worker.process.join(0.1)
+        if recycled:  # asked to stop while idle: no job lost and not a crash, so no backoff
+            self._spawn(worker.index)
+            return
         quick = time.monotonic() - worker.started_at < _STABLE_S
         deaths = self._quick_deaths.get(worker.index, 0) + 1 if quick else 0
         self._quick_deaths[worker.index] = deaths

@@ -16,7 +16,7 @@ from multiprocessing.sharedctypes import Synchronized
 from typing import Any
 
 from ..engines import create_engine
-from ..engines.base import BatchEngine, Engine
+from ..engines.base import BatchEngine, Engine, audio_bound_error
 from ..errors import EngineError, StreamerError
 from ..protocol.fields import Voice
 from .messages import Block, Done, Failed, Load, Loaded, Ready, Stop, Synth, SynthBatch, Timings
@@ -92,19 +92,32 @@ def _synthesize(conn: Connection, engine_for: EngineFor, cancel: Synchronized[in
     first_block_ms: float | None = None
     audio_samples = 0
 
+    bound_s, audio_s = job.request.max_audio_s, 0.0
+
     def should_stop() -> bool:
         return cancel.value == job.job_id
 
     try:
         engine = engine_for(job.engine)
-        for block in engine.synthesize(job.request, should_stop):
-            if should_stop():
-                break
-            if first_block_ms is None:
-                first_block_ms = (time.perf_counter() - started) * 1000
-            sample_rate = getattr(block, "sample_rate", None) or _voice_rate(engine, job.request.voice)
-            audio_samples += len(block)
-            conn.send(Block(job.job_id, sample_rate, block.astype("float32", copy=False).tobytes()))
+        blocks = engine.synthesize(job.request, should_stop)
+        try:
+            for block in blocks:
+                if should_stop():
+                    break
+                if first_block_ms is None:
+                    first_block_ms = (time.perf_counter() - started) * 1000
+                sample_rate = getattr(block, "sample_rate", None) or _voice_rate(engine, job.request.voice)
+                audio_samples += len(block)
+                audio_s += len(block) / sample_rate
+                if bound_s and audio_s > bound_s:
+                    # A few bytes of odd text must not buy minutes of audio: stop the engine (closing
+                    # its generator aborts the utterance) and fail the chunk.
+                    raise audio_bound_error(bound_s, len(job.request.text))
+                conn.send(Block(job.job_id, sample_rate, block.astype("float32", copy=False).tobytes()))
+        finally:
+            close = getattr(blocks, "close", None)
+            if close is not None:
+                close()
     except Exception as exc:
         conn.send(_failure(job.job_id, exc))
         return
@@ -131,6 +144,9 @@ def _synthesize_batch(conn: Connection, engine_for: EngineFor, batch: SynthBatch
         return
     synth_ms = (time.perf_counter() - started) * 1000
     for job_id, request, audio in zip(batch.job_ids, batch.requests, outputs, strict=True):
+        if request.max_audio_s and len(audio) > request.max_audio_s * _voice_rate(engine, request.voice):
+            conn.send(_failure(job_id, audio_bound_error(request.max_audio_s, len(request.text))))
+            continue
         if len(audio):
             rate = _voice_rate(engine, request.voice)
             conn.send(Block(job_id, rate, audio.astype("float32", copy=False).tobytes()))

@@ -23,6 +23,7 @@ from .boundaries import (
     is_abbreviation,
     match_end,
 )
+from .normalize import normalize
 
 __all__ = ["Chunk", "Chunker"]
 
@@ -39,9 +40,9 @@ _HISTORY = 16
 class Chunk:
     """A piece of text ready to synthesize, and where it lies in everything the chunker was fed."""
 
-    text: str  # stripped of surrounding whitespace
-    start: int  # code-point offset of text[0] in all text ever pushed
-    end: int  # one past the last code point, so fed_text[start:end] == text
+    text: str  # what is spoken: normalize(fed_text[start:end]), stripped of surrounding whitespace
+    start: int  # code-point offset of the chunk's first character in all text ever pushed
+    end: int  # one past its last code point in that text
     first: bool  # the first chunk of its turn
     # Whether speech pauses where the chunk ends (a sentence or clause end, a line break, the end of the
     # text); False when it was cut inside a phrase (an early first chunk, a sentence over the limit), so
@@ -342,8 +343,9 @@ class Chunker:
     def _consume(self, cut: int, chunks: list[Chunk]) -> None:
         base = self._buf_start
         text = self._buf[self._head - base : cut - base].rstrip()
-        if SPEAKABLE.search(text):  # punctuation alone is consumed silently
-            chunks.append(Chunk(text, self._head, self._head + len(text), self._first, not self._soft_cut))
+        spoken = normalize(text).strip()
+        if SPEAKABLE.search(spoken):  # punctuation alone (or tatweel alone) is consumed silently
+            chunks.append(Chunk(spoken, self._head, self._head + len(text), self._first, not self._soft_cut))
             self._first = False
         self._head = cut
         self._skip_space()
