@@ -85,6 +85,9 @@ class Runtime:
             max_queue=settings.pool.max_queue,
             max_batch=settings.pool.max_batch,
             nice=settings.pool.nice,
+            max_audio_s_per_char=settings.pool.max_audio_s_per_char,
+            max_audio_floor_s=settings.pool.max_audio_floor_s,
+            max_worker_rss_mb=settings.pool.max_worker_rss_mb,
         )
         self.pool.chunk_threads = {
             name: engine.capabilities.threads
@@ -189,6 +192,9 @@ class Runtime:
         self.sessions.resume_window_s = new.sessions.resume_window_s
         self.sessions.idle_timeout_s = new.sessions.idle_timeout_s
         self.pool.max_queue = new.pool.max_queue
+        self.pool.max_audio_s_per_char = new.pool.max_audio_s_per_char
+        self.pool.max_audio_floor_s = new.pool.max_audio_floor_s
+        self.pool.max_worker_rss_mb = new.pool.max_worker_rss_mb
         if new.tts.engine != old.tts.engine:
             self.catalog.default_engine = self.catalog.pick_default(new.tts.engine)
             self.pool.load_engine(self.catalog.default_engine)

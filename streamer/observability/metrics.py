@@ -251,6 +251,11 @@ class _StateCollector:
         yield gauge("streamer_active_connections", "Open WebSocket connections.", state.connections)
         yield gauge("streamer_draining", "1 while the server is shutting down.", int(state.draining))
         yield counter("streamer_worker_restarts", "Worker processes respawned after exiting.", pool.restarts)
+        yield counter(
+            "streamer_worker_recycles",
+            "Idle workers replaced for holding more than pool.max_worker_rss_mb.",
+            pool.recycles,
+        )
         yield counter("streamer_chunks_synthesized", "Chunks the pool finished.", pool.jobs_done)
 
 

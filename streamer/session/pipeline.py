@@ -89,7 +89,8 @@ class Pipeline:
 
     @property
     def queued_chars(self) -> int:
-        return sum(len(e.chunk.text) for e in self.entries if isinstance(e, ChunkEntry))
+        """Characters of the client's text queued (a chunk's spoken text may be shorter, normalised)."""
+        return sum(e.chunk.end - e.chunk.start for e in self.entries if isinstance(e, ChunkEntry))
 
     @property
     def chunks_queued(self) -> int:
