@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 from structlog.testing import capture_logs
@@ -13,7 +15,8 @@ from streamer.engines.base import SynthesisRequest, audio_bound_s
 from streamer.errors import EngineError
 from streamer.pool import Job, WorkerPool
 
-from .conftest import TIMESCALE
+from .conftest import TIMESCALE, running_server
+from .helpers import Client
 
 TATWEEL = "\u0640" * 50  # 100 bytes that espeak reads as 57 s of audio, and piper as 80 s (1.6 GB)
 JOE = "en_US-joe-medium"
@@ -127,3 +130,27 @@ async def test_a_worker_under_its_memory_bound_stays() -> None:
         assert pool.worker_pids() == pid and pool.recycles == 0
     finally:
         await pool.close()
+
+
+async def test_a_chunk_over_its_audio_bound_is_the_turns_engine_error_and_a_one_shots_error(
+    tmp_path: Path,
+) -> None:
+    """End to end through a real server: a bound set low enough that ordinary speech passes it."""
+    config = {
+        "tts": {"engine": "espeak"},
+        "pool": {"workers": 1, "max_audio_s_per_char": 0.01, "max_audio_floor_s": 0.5},
+    }
+    sentence = "This sentence takes a few seconds to say, far more than half a second."
+    with running_server(tmp_path, config) as server:
+        async with await Client.connect(server.ws_url) as client:
+            await client.start()
+            turn = await client.say(sentence)
+            errors = turn.of_type("error")  # one per chunk: the sentence is cut in two
+            assert errors and {(e["code"], e["fatal"]) for e in errors} == {("engine_error", False)}
+            assert "produced more than" in errors[0]["message"] and errors[0]["text_start"] == 0
+            assert turn.done["type"] == "done"
+            ping = {"type": "ping", "id": 1}
+            await client.send(ping)
+            assert (await client.expect("pong"))["id"] == 1  # the session goes on
+        answer = httpx.post(f"{server.http_url}/api/v1/synth", json={"text": sentence}, timeout=30)
+        assert answer.status_code == 500 and answer.json()["error_type"] == "engine_error"
