@@ -283,10 +283,12 @@ def described_operations() -> dict[tuple[str, str], dict[str, Any]]:
                     **audio_headers("X-Model", "X-Engine-Used", "X-Voice-Used", "X-Audio-Sample-Rate"),
                 )
             }
-            | error_answers("OpenAIBadRequest", "PayloadTooLarge", "OpenAIEngineFailed", "OpenAIOverloaded"),
+            | error_answers(
+                "OpenAIBadRequest", "OpenAIPayloadTooLarge", "OpenAIEngineFailed", "OpenAIOverloaded"
+            ),
             description="Works with OpenAI's SDKs. Errors are in OpenAI's shape (every invalid request "
-            "is a 400), except a body over the size limit, refused before any route runs. A chunk that "
-            "fails once audio has started ends the download unfinished.",
+            "is a 400, except a body over the size limit: 413). A chunk that fails once audio has "
+            "started ends the download unfinished.",
             body="SpeechRequest",
             body_required=True,
         ),

