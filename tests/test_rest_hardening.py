@@ -68,3 +68,17 @@ def test_every_error_under_v1_is_in_openai_shape(http: httpx.Client, method: str
         assert set(response.json()) == {"error"}
         assert response.json()["error"]["type"] == "invalid_request_error"
 
+
+@pytest.mark.parametrize(
+    ("field", "code"),
+    [("format", "unsupported_format"), ("engine", "unknown_engine"), ("language", "unknown_voice")],
+)
+def test_an_empty_string_in_a_body_is_a_value_not_unset(http: httpx.Client, field: str, code: str) -> None:
+    created = http.post("/api/v1/sessions", json={field: ""})
+    assert created.status_code == 422, created.text
+    assert created.json()["error_type"] == code
+    assert created.json()["detail"][0]["loc"] == ["body", field]
+    synth_field = "lang" if field == "language" else field
+    spoken = http.post("/api/v1/synth", json={"text": "Hi.", synth_field: ""})
+    assert spoken.status_code == 422, spoken.text
+    assert spoken.json()["error_type"] == code
