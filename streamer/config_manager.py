@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from .config import Settings, deep_merge, default_config_path, load_settings, validate
+from .config import SECRET_MASK, Settings, deep_merge, default_config_path, load_settings, validate
 from .errors import ConfigError
 
 # Keys read once at start: accepted by POST /config (kept for `save`), applied after a restart.
@@ -37,7 +37,7 @@ RESTART_KEYS = (
     "wyoming",
 )
 SECRET_KEYS = ("security.secret_key", "security.api_keys")
-MASK = "********"
+MASK = SECRET_MASK
 
 
 def user_config_path() -> Path:
@@ -186,13 +186,28 @@ class ConfigManager:
 
 
 def _unmask(patch: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
-    """A client that posts back a masked document does not replace the secrets with the mask."""
+    """A client that posts back a masked document leaves the secrets as they are; a mask is never stored.
+
+    A secret is either the mask (left untouched: for a key list, as many masks as there are keys) or
+    named in full. A key list that mixes masks with new keys, or masks of another count, is refused:
+    which key each mask stands for cannot be known, and storing the mask would make it a key.
+    """
     copy = deepcopy(dict(patch))
     for key in SECRET_KEYS:
         try:
             value = _get(copy, key)
         except (KeyError, TypeError):
             continue
-        if value == MASK or (isinstance(value, list) and value and all(v == MASK for v in value)):
-            _set(copy, key, _get(current, key))
+        old = _get(current, key)
+        if value == MASK:
+            _set(copy, key, old)
+        elif isinstance(value, list) and MASK in value:
+            if value == [MASK] * len(old):
+                _set(copy, key, old)
+                continue
+            msg = (
+                "a masked key cannot be kept beside new ones: send every key in full, "
+                "or the masked list as it came, or leave the field out"
+            )
+            raise ConfigError(f"{key}: {msg}", [{"loc": key.split("."), "msg": msg}])
     return copy

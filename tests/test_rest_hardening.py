@@ -82,3 +82,28 @@ def test_an_empty_string_in_a_body_is_a_value_not_unset(http: httpx.Client, fiel
     spoken = http.post("/api/v1/synth", json={"text": "Hi.", synth_field: ""})
     assert spoken.status_code == 422, spoken.text
     assert spoken.json()["error_type"] == code
+
+
+def test_a_masked_secret_is_never_stored(http: httpx.Client) -> None:
+    mask = "********"
+    assert http.post("/api/v1/config", json={"security": {"api_keys": ["alpha-key", "beta-key"]}}).is_success
+    http.headers["X-API-Key"] = "alpha-key"
+    try:
+        got = http.get("/api/v1/config")
+        assert got.status_code == 200, got.text
+        shown = got.json()["security"]
+        assert shown["api_keys"] == [mask, mask]
+        # Masks beside a new key, or masks of another count: which key each stands for is unknown.
+        for keys in ([mask, mask, "gamma-key"], [mask], [mask, "gamma-key"]):
+            refused = http.post("/api/v1/config", json={"security": {"api_keys": keys}})
+            assert refused.status_code == 422, refused.text
+            assert refused.json()["detail"][0]["loc"] == ["security", "api_keys"]
+        # The masked list as it came back leaves the keys untouched.
+        assert http.post("/api/v1/config", json={"security": shown}).is_success
+        assert http.get("/api/v1/status", headers={"X-API-Key": "beta-key"}).status_code == 200
+        assert http.get("/api/v1/status", headers={"X-API-Key": mask}).status_code == 401
+        # Naming the keys in full replaces them.
+        assert http.post("/api/v1/config", json={"security": {"api_keys": ["alpha-key"]}}).is_success
+        assert http.get("/api/v1/status", headers={"X-API-Key": "beta-key"}).status_code == 401
+    finally:
+        assert http.post("/api/v1/config", json={"security": {"api_keys": []}}).is_success

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..config import Settings
 from ..config_manager import masked
 from .http import answer, by_method, read_object
 from .models.answers import ConfigSaved, ConfigUpdated
@@ -14,7 +14,9 @@ from .system import runtime_of
 
 
 async def get_config(request: Request) -> Response:
-    return answer(Settings.model_validate(masked(runtime_of(request).config.running.model_dump())))
+    # Not validated again as Settings: the masks are exactly what a setting may never hold.
+    document = masked(runtime_of(request).config.running.model_dump(mode="json"))
+    return Response(orjson.dumps(document), media_type="application/json")
 
 
 async def update_config(request: Request) -> Response:
