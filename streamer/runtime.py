@@ -242,9 +242,11 @@ class Runtime:
         return fmt
 
     def new_session(self, config: SessionConfig) -> Session:
+        """A new session in the registry; its settings are checked first, then the session cap."""
         voice = self.resolve_voice(config)
         audio, tts = self.settings.audio, self.settings.tts
         fmt = self.check_format(config.format if config.format is not None else audio.default_format)
+        self.sessions.make_room(self.settings.sessions.max_sessions)
         chunker_settings = self.settings.chunker
         session = Session(
             id=self.sessions.new_id(),

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import orjson
+import structlog
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..config_manager import masked
+from ..config_manager import ConfigSaveFailed, masked
 from .http import answer, by_method, read_object
 from .models.answers import ConfigSaved, ConfigUpdated
 from .system import runtime_of
+
+log = structlog.get_logger(__name__)
 
 
 async def get_config(request: Request) -> Response:
@@ -31,7 +34,11 @@ async def reload_config(request: Request) -> Response:
 
 async def save_config(request: Request) -> Response:
     config = runtime_of(request).config
-    path = config.save()
+    try:
+        path = config.save()
+    except ConfigSaveFailed as exc:
+        log.warning("config_save_failed", path=exc.details["path"], reason=exc.details["reason"])
+        raise
     saved = ConfigSaved(
         message="Configuration saved successfully", path=str(path), restart_required=config.pending_restart
     )
