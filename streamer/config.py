@@ -128,11 +128,32 @@ class LimitsSettings(_Section):
 class SessionsSettings(_Section):
     idle_timeout_s: float = Field(300.0, gt=0)
     resume_window_s: float = Field(60.0, ge=0)
+    max_sessions: int = Field(1000, ge=1)
+
+
+# What GET /api/v1/config shows in place of a secret: never a secret itself.
+SECRET_MASK = "********"
 
 
 class SecuritySettings(_Section):
     secret_key: str | None = None
     api_keys: list[str] = Field(default_factory=list)
+
+    @field_validator("secret_key")
+    @classmethod
+    def _not_the_mask(cls, value: str | None) -> str | None:
+        if value == SECRET_MASK:
+            raise ValueError("is the mask GET /api/v1/config shows, not a key")
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _no_mask(cls, keys: list[str]) -> list[str]:
+        if SECRET_MASK in keys:
+            raise ValueError("holds the mask GET /api/v1/config shows, not a key")
+        if any(not key.strip() for key in keys):
+            raise ValueError("an API key must not be empty")
+        return keys
 
 
 class LoggingSettings(_Section):

@@ -8,6 +8,7 @@ the rest in the desired document; ``save`` writes the desired document.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable, Mapping
@@ -17,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from .config import Settings, deep_merge, default_config_path, load_settings, validate
-from .errors import ConfigError
+from .config import SECRET_MASK, Settings, deep_merge, default_config_path, load_settings, validate
+from .errors import ConfigError, StreamerError
 
 # Keys read once at start: accepted by POST /config (kept for `save`), applied after a restart.
 RESTART_KEYS = (
@@ -37,7 +38,53 @@ RESTART_KEYS = (
     "wyoming",
 )
 SECRET_KEYS = ("security.secret_key", "security.api_keys")
-MASK = "********"
+MASK = SECRET_MASK
+
+
+class ConfigSaveFailed(StreamerError):
+    """The configuration could not be written; the file is as it was. ``reason`` is the system's word."""
+
+    code = "config_save_failed"
+    http_status = 500
+
+
+class ConfigNotWritable(ConfigSaveFailed):
+    """The file or its folder cannot be written: a read-only file system, no permission, not a folder."""
+
+    code = "config_not_writable"
+    http_status = 409
+
+
+class ConfigDiskFull(ConfigSaveFailed):
+    """No space left (or the quota is used up) where the file lives."""
+
+    code = "insufficient_storage"
+    http_status = 507
+
+
+_NOT_WRITABLE = {
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.EEXIST,
+    errno.ETXTBSY,
+}
+_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+def _save_failure(target: Path, exc: OSError) -> ConfigSaveFailed:
+    reason = exc.strerror or str(exc)
+    name = errno.errorcode.get(exc.errno or 0, "unknown")
+    cls = ConfigDiskFull if exc.errno in _FULL else ConfigNotWritable if exc.errno in _NOT_WRITABLE else None
+    cls = cls or ConfigSaveFailed
+    return cls(
+        f"cannot save the configuration to {target}: {reason} ({name}); the file is unchanged",
+        path=str(target),
+        reason=reason,
+        errno=name,
+    )
 
 
 def user_config_path() -> Path:
@@ -162,10 +209,20 @@ class ConfigManager:
         target = self.save_path
         if target.resolve() == default_config_path().resolve():
             raise ConfigError("refusing to overwrite the packaged defaults; start with --config FILE")
-        target.parent.mkdir(parents=True, exist_ok=True)
         text = "# Saved by streamer (POST /api/v1/config/save).\n" + yaml.safe_dump(
             self.desired, sort_keys=False, default_flow_style=False
         )
+        try:
+            self._write(target, text)
+        except OSError as exc:
+            raise _save_failure(target, exc) from exc
+        self.path = target
+        return target
+
+    @staticmethod
+    def _write(target: Path, text: str) -> None:
+        """Temp file in the same folder, fsync, rename: the old file stays whole until the rename."""
+        target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -181,18 +238,31 @@ class ConfigManager:
             os.fsync(dir_fd)  # the rename itself survives a crash
         finally:
             os.close(dir_fd)
-        self.path = target
-        return target
 
 
 def _unmask(patch: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
-    """A client that posts back a masked document does not replace the secrets with the mask."""
+    """A client that posts back a masked document leaves the secrets as they are; a mask is never stored.
+
+    A secret is either the mask (left untouched: for a key list, as many masks as there are keys) or
+    named in full. A key list that mixes masks with new keys, or masks of another count, is refused:
+    which key each mask stands for cannot be known, and storing the mask would make it a key.
+    """
     copy = deepcopy(dict(patch))
     for key in SECRET_KEYS:
         try:
             value = _get(copy, key)
         except (KeyError, TypeError):
             continue
-        if value == MASK or (isinstance(value, list) and value and all(v == MASK for v in value)):
-            _set(copy, key, _get(current, key))
+        old = _get(current, key)
+        if value == MASK:
+            _set(copy, key, old)
+        elif isinstance(value, list) and MASK in value:
+            if value == [MASK] * len(old):
+                _set(copy, key, old)
+                continue
+            msg = (
+                "a masked key cannot be kept beside new ones: send every key in full, "
+                "or the masked list as it came, or leave the field out"
+            )
+            raise ConfigError(f"{key}: {msg}", [{"loc": key.split("."), "msg": msg}])
     return copy

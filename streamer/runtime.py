@@ -15,7 +15,7 @@ from .config import Settings
 from .config_manager import ConfigManager
 from .engines.base import BatchEngine, usable_cores
 from .engines.catalog import Catalog, ResolvedVoice
-from .errors import ConfigError, UnknownEngine, UnsupportedFormat
+from .errors import ConfigError, UnknownEngine, UnknownVoice, UnsupportedFormat
 from .observability.logging import set_level
 from .observability.looplag import LoopLagMonitor
 from .observability.metrics import Metrics, ServerState
@@ -204,7 +204,16 @@ class Runtime:
 
     def resolve_voice(self, config: SessionConfig, current: Session | None = None) -> ResolvedVoice:
         tts = self.settings.tts
-        engine = config.engine or (current.voice.engine if current else None)
+        # An empty string is a value the client sent, not "unset": it is refused as the name it is
+        # (the catalog would otherwise take "" for its default engine or language).
+        if config.engine is not None:
+            self.catalog.engine(config.engine)
+        if config.language is not None and not config.language.strip():
+            raise UnknownVoice(
+                f"language '{config.language}' is not a language; GET /api/v1/languages lists them",
+                language=config.language,
+            )
+        engine = config.engine if config.engine is not None else (current.voice.engine if current else None)
         voice = config.voice
         language = config.language
         unchanged = voice is None and language is None and config.voice_id is None
@@ -239,15 +248,18 @@ class Runtime:
         return fmt
 
     def new_session(self, config: SessionConfig) -> Session:
+        """A new session in the registry; its settings are checked first, then the session cap."""
         voice = self.resolve_voice(config)
-        fmt = self.check_format(config.format or self.settings.audio.default_format)
+        audio, tts = self.settings.audio, self.settings.tts
+        fmt = self.check_format(config.format if config.format is not None else audio.default_format)
+        self.sessions.make_room(self.settings.sessions.max_sessions)
         chunker_settings = self.settings.chunker
         session = Session(
             id=self.sessions.new_id(),
             voice=voice,
-            speed=config.speed or self.settings.tts.default_speed,
+            speed=config.speed if config.speed is not None else tts.default_speed,
             format=fmt,
-            sample_rate=config.sample_rate or self.settings.audio.default_sample_rate,
+            sample_rate=config.sample_rate if config.sample_rate is not None else audio.default_sample_rate,
             chunker=Chunker(
                 first_chunk_chars=chunker_settings.first_chunk_chars,
                 max_chunk_chars=chunker_settings.max_chunk_chars,

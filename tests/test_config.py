@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streamer.config import Settings, default_config_path, env_overrides, load_settings
+from streamer.config import Settings, default_config_path, env_overrides, load_settings, validate
 from streamer.errors import ConfigError
 
 
@@ -83,3 +83,10 @@ def test_cli_config_check(tmp_path: Path) -> None:
     )
     assert no.returncode == 2
     assert "pool.workers" in no.stderr
+
+
+def test_the_mask_is_never_a_secret() -> None:
+    for security in ({"api_keys": ["real", "********"]}, {"secret_key": "********"}, {"api_keys": [""]}):
+        with pytest.raises(ConfigError) as info:
+            validate({"security": security})
+        assert info.value.errors[0]["loc"][:2] == ["security", next(iter(security))]

@@ -82,6 +82,11 @@ async def test_error_echoes_the_message_id(strict_server: ServerProcess) -> None
         ({"voice": "xx-nowhere"}, "unknown_voice"),
         ({"engine": "no-such-engine"}, "unknown_engine"),
         ({"format": "wma"}, "unsupported_format"),
+        # An empty string is a value, not "unset": refused as the name it is.
+        ({"format": ""}, "unsupported_format"),
+        ({"engine": ""}, "unknown_engine"),
+        ({"language": ""}, "unknown_voice"),
+        ({"voice": ""}, "unknown_voice"),
     ],
 )
 async def test_bad_session_settings_are_refused_at_start_and_in_config(

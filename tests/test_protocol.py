@@ -55,6 +55,14 @@ def test_every_client_message_parses_in_both_encodings(binary: bool) -> None:
     assert start.config.engine == "espeak" and start.config.sample_rate == 16000
 
 
+def test_an_empty_string_in_a_config_is_a_value_not_unset() -> None:
+    sent = {"engine": "", "language": "", "format": "", "voice": ""}
+    for kind in ("config", "start"):
+        message = parse_raw(orjson.dumps({"type": kind, "config": sent}).decode())
+        assert isinstance(message, Config | Start)
+        assert message.config.items() == sent  # the runtime refuses each by name
+
+
 def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
     assert parse_raw('{"type": "text", "text": "x", "future": [1, 2]}') == Text("x")
 

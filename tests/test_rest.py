@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
 import time
@@ -14,7 +15,7 @@ import pytest
 import yaml
 
 from streamer.config import load_settings
-from streamer.config_manager import ConfigManager
+from streamer.config_manager import ConfigDiskFull, ConfigManager
 from streamer.errors import ConfigError
 
 from .conftest import TIMESCALE, ServerProcess, running_server
@@ -382,11 +383,14 @@ def test_a_save_interrupted_midway_leaves_the_old_file_intact(
     manager.update({"tts": {"default_speed": 2.0}})
 
     def crash(*args: object) -> None:
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
+    # A real full disk cannot be made here: the failure is faked at the OS boundary.
     monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(ConfigDiskFull) as info:
         manager.save()
+    assert (info.value.http_status, info.value.code) == (507, "insufficient_storage")
+    assert "No space left on device" in info.value.message and info.value.details["errno"] == "ENOSPC"
     assert path.read_text() == "tts:\n  default_speed: 1.1\n"
     assert [p.name for p in tmp_path.iterdir()] == ["streamer.yaml"], "no temp file left behind"
 

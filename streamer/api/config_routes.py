@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import orjson
+import structlog
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..config import Settings
-from ..config_manager import masked
+from ..config_manager import ConfigSaveFailed, masked
 from .http import answer, by_method, read_object
 from .models.answers import ConfigSaved, ConfigUpdated
 from .system import runtime_of
 
+log = structlog.get_logger(__name__)
+
 
 async def get_config(request: Request) -> Response:
-    return answer(Settings.model_validate(masked(runtime_of(request).config.running.model_dump())))
+    # Not validated again as Settings: the masks are exactly what a setting may never hold.
+    document = masked(runtime_of(request).config.running.model_dump(mode="json"))
+    return Response(orjson.dumps(document), media_type="application/json")
 
 
 async def update_config(request: Request) -> Response:
@@ -29,7 +34,11 @@ async def reload_config(request: Request) -> Response:
 
 async def save_config(request: Request) -> Response:
     config = runtime_of(request).config
-    path = config.save()
+    try:
+        path = config.save()
+    except ConfigSaveFailed as exc:
+        log.warning("config_save_failed", path=exc.details["path"], reason=exc.details["reason"])
+        raise
     saved = ConfigSaved(
         message="Configuration saved successfully", path=str(path), restart_required=config.pending_restart
     )

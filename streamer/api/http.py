@@ -3,8 +3,9 @@
 Every response carries ``X-Request-ID`` (an incoming one is kept) and ``X-Process-Time`` (seconds).
 Answers are models of ``models/`` serialised by orjson (``answer``). Every error body is
 ``{"detail", "error_type", "request_id"}``; 422's ``detail`` is a list of ``{"loc", "msg"}``.
-``error_type`` reuses the WebSocket error codes where the error is the same. Under ``/v1/`` errors
-take OpenAI's shape instead (``openai_error``).
+``error_type`` reuses the WebSocket error codes where the error is the same. Under ``/v1/`` every error
+takes OpenAI's shape instead (``openai_error``): the handlers and the middleware here pick the shape by path,
+so a 405, a 413 or a last-resort 500 there is in that shape too.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from ..errors import (
     UnknownVoice,
     UnsupportedFormat,
 )
+from ..security import OPENAI_PREFIX, app_path
 from .models.answers import Error, OpenAIError, ValidationError
 
 log = structlog.get_logger(__name__)
@@ -90,6 +92,32 @@ def openai_error(
     return answer(OpenAIError.model_validate({"error": error}), status, headers)
 
 
+def speaks_openai(scope: Scope) -> bool:
+    """A request under /v1/: its errors take OpenAI's shape."""
+    return app_path(scope).startswith(OPENAI_PREFIX)
+
+
+def openai_kind(status: int) -> str:
+    """OpenAI's error ``type`` for a status (its SDKs pick the exception class by status)."""
+    if status >= 500:
+        return "server_error"
+    return "rate_limit_error" if status == 429 else "invalid_request_error"
+
+
+def error_for(
+    scope: Scope,
+    status: int,
+    detail: str,
+    error_type: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """An error body in the shape the path speaks: ours, or OpenAI's under /v1/."""
+    code = error_type or _STATUS_TYPES.get(status, "internal_error")
+    if speaks_openai(scope):
+        return openai_error(status, detail, openai_kind(status), code, headers=headers)
+    return error_response(request_id_of(scope), status, detail, code, headers)
+
+
 class RequestContextMiddleware:
     """Outermost middleware: ids, timing headers, request logging, body size, last-resort 500."""
 
@@ -127,16 +155,17 @@ class RequestContextMiddleware:
         length = dict(scope.get("headers") or []).get(b"content-length")
         try:
             if length is not None and length.isdigit() and int(length) > limit:
-                await self._too_large(request_id, limit, scope, receive, send_with_headers)
+                await _too_large(limit, scope, receive, send_with_headers)
                 return
             await self.app(scope, _limited(receive, limit), send_with_headers)
-        except _BodyTooLarge:
+        except BodyTooLarge as exc:
+            # Raised where no handler of the app answers it (a middleware reading the body).
             if not response_started:
-                await self._too_large(request_id, limit, scope, receive, send_with_headers)
+                await _too_large(exc.limit, scope, receive, send_with_headers)
         except Exception:
             log.exception("request_failed", method=scope.get("method"), path=scope.get("path"))
             if not response_started:
-                response = error_response(request_id, 500, "internal server error", "internal_error")
+                response = error_for(scope, 500, "internal server error", "internal_error")
                 await response(scope, receive, send_with_headers)
         finally:
             elapsed = time.perf_counter() - started
@@ -149,19 +178,26 @@ class RequestContextMiddleware:
             )
             structlog.contextvars.unbind_contextvars("request_id")
 
-    @staticmethod
-    async def _too_large(request_id: str, limit: int, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response(
-            request_id, 413, f"request body over the limit of {limit} bytes", "payload_too_large"
-        )
-        await response(scope, receive, send)
+
+class BodyTooLarge(HTTPException):
+    """The body grew past ``limits.max_request_bytes`` while it was read (chunked, or a false length).
+
+    An HTTPException, so the app's handler answers the documented 413 wherever the body is read,
+    in the same shape as a body refused up front by its Content-Length.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body over the limit of {limit} bytes")
+        self.limit = limit
 
 
-class _BodyTooLarge(Exception):
-    pass
+async def _too_large(limit: int, scope: Scope, receive: Receive, send: Send) -> None:
+    response = error_for(scope, 413, BodyTooLarge(limit).detail, "payload_too_large")
+    await response(scope, receive, send)
 
 
 def _limited(receive: Receive, limit: int) -> Receive:
+    """``receive`` counting the body as it arrives: the limit holds whatever the framing."""
     seen = 0
 
     async def wrapped() -> Message:
@@ -170,7 +206,7 @@ def _limited(receive: Receive, limit: int) -> Receive:
         if message["type"] == "http.request":
             seen += len(message.get("body", b""))
             if seen > limit:
-                raise _BodyTooLarge()
+                raise BodyTooLarge(limit)
         return message
 
     return wrapped
@@ -178,11 +214,13 @@ def _limited(receive: Receive, limit: int) -> Receive:
 
 async def http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return error_response(request_id_of(request.scope), exc.status_code, exc.detail, headers=exc.headers)
+    return error_for(request.scope, exc.status_code, exc.detail, headers=exc.headers)
 
 
 async def streamer_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StreamerError)
+    if speaks_openai(request.scope):
+        return openai_error_for(exc)
     errors = exc.errors if isinstance(exc, ConfigError) else exc.details.get("errors")
     detail: str | list[dict[str, Any]]
     if errors:
@@ -197,7 +235,18 @@ async def streamer_error(request: Request, exc: Exception) -> Response:
 
 
 async def internal_error(request: Request, exc: Exception) -> Response:
-    return error_response(request_id_of(request.scope), 500, "internal server error", "internal_error")
+    return error_for(request.scope, 500, "internal server error", "internal_error")
+
+
+def openai_error_for(exc: StreamerError) -> Response:
+    """Our error in OpenAI's shape and status habits, so its SDK raises the matching exception class."""
+    status = exc.http_status
+    if status in (413, 422):
+        status = 400  # OpenAI answers every invalid request with 400
+    headers = None
+    if status in (429, 503):
+        headers = {"Retry-After": str(exc.details.get("retry_after", 1))}
+    return openai_error(status, exc.message, openai_kind(status), exc.code, exc.details.get("field"), headers)
 
 
 EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Any]] = {

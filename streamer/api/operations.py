@@ -123,9 +123,11 @@ def described_operations() -> dict[tuple[str, str], dict[str, Any]]:
             "saveConfig",
             "config",
             "Write the configuration to its file atomically",
-            {"200": json_answer(ref("ConfigSaved"), "Saved")} | error_answers("Unprocessable"),
+            {"200": json_answer(ref("ConfigSaved"), "Saved")}
+            | error_answers("Unprocessable", "ConfigNotWritable", "InsufficientStorage", "SaveFailed"),
             description="Writes to --config, else $STREAMER_CONFIG, else ~/.config/streamer/config.yaml, "
-            "including changes that wait for a restart.",
+            "including changes that wait for a restart. A failed save leaves the file as it was and "
+            "says why.",
         ),
         ("GET", "/api/v1/voices"): operation(
             "listVoices",
@@ -185,14 +187,33 @@ def described_operations() -> dict[tuple[str, str], dict[str, Any]]:
             "createSession",
             "sessions",
             "Create a session to attach to over the WebSocket",
-            {"201": json_answer(ref("SessionCreated"), "Created")} | error_answers("Unprocessable"),
+            {"201": json_answer(ref("SessionCreated"), "Created")}
+            | error_answers("Unprocessable", "TooManySessions"),
             description="Attach with a WebSocket `start` message carrying `session_id` and `resume_token`. "
-            "A session no client attaches to expires after `sessions.idle_timeout_s`.",
+            "A session no client attaches to expires after `sessions.idle_timeout_s`. While the server "
+            "holds `sessions.max_sessions` sessions, a new one is refused (503 `too_many_sessions`).",
             body="SessionCreate",
             links=_session_links(),
         ),
         ("GET", "/api/v1/sessions"): operation(
-            "listSessions", "sessions", "Sessions", {"200": json_answer(ref("SessionList"), "Sessions")}
+            "listSessions",
+            "sessions",
+            "Sessions, a page at a time",
+            {"200": json_answer(ref("SessionList"), "One page of sessions")} | error_answers("Unprocessable"),
+            description="Oldest first. `total` counts every session; `next_offset` is where the next page "
+            "starts (null on the last). Sessions created or closed between pages shift the offsets.",
+            parameters=[
+                query(
+                    "limit",
+                    {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                    "Sessions on the page",
+                ),
+                query(
+                    "offset",
+                    {"type": "integer", "minimum": 0, "maximum": 2**31 - 1, "default": 0},
+                    "Sessions to skip",
+                ),
+            ],
         ),
         ("GET", "/api/v1/sessions/{session_id}"): operation(
             "getSession",
@@ -283,10 +304,12 @@ def described_operations() -> dict[tuple[str, str], dict[str, Any]]:
                     **audio_headers("X-Model", "X-Engine-Used", "X-Voice-Used", "X-Audio-Sample-Rate"),
                 )
             }
-            | error_answers("OpenAIBadRequest", "PayloadTooLarge", "OpenAIEngineFailed", "OpenAIOverloaded"),
+            | error_answers(
+                "OpenAIBadRequest", "OpenAIPayloadTooLarge", "OpenAIEngineFailed", "OpenAIOverloaded"
+            ),
             description="Works with OpenAI's SDKs. Errors are in OpenAI's shape (every invalid request "
-            "is a 400), except a body over the size limit, refused before any route runs. A chunk that "
-            "fails once audio has started ends the download unfinished.",
+            "is a 400, except a body over the size limit: 413). A chunk that fails once audio has "
+            "started ends the download unfinished.",
             body="SpeechRequest",
             body_required=True,
         ),

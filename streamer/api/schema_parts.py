@@ -68,14 +68,24 @@ ERRORS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "PayloadTooLarge": (
         "413",
         "Error",
-        "The body is over `limits.max_request_bytes` (`payload_too_large`), in this shape on every route.",
+        "The body is over `limits.max_request_bytes` (`payload_too_large`), however it is framed.",
         (),
     ),
     "Unprocessable": ("422", "ValidationError", "A field is wrong; `detail` lists each one.", ()),
     "EngineFailed": ("500", "Error", "The engine failed on this text (`engine_error`).", ()),
     "Overloaded": ("503", "Error", "The synthesis queue is full or the server drains (`overloaded`).",
                    ("Retry-After",)),
+    "TooManySessions": ("503", "Error", "The server holds `sessions.max_sessions` sessions "
+                        "(`too_many_sessions`); one must close or expire first.", ("Retry-After",)),
+    "ConfigNotWritable": ("409", "Error", "The file or its folder cannot be written (`config_not_writable`); "
+                          "the file is unchanged.", ()),
+    "InsufficientStorage": ("507", "Error", "No space left where the file lives (`insufficient_storage`); "
+                            "the file is unchanged.", ()),
+    "SaveFailed": ("500", "Error", "Another system error while writing (`config_save_failed`); "
+                   "the file is unchanged.", ()),
     "OpenAIBadRequest": ("400", "OpenAIError", "Any invalid request; `error.code` says which rule.", ()),
+    "OpenAIPayloadTooLarge": ("413", "OpenAIError", "The body is over `limits.max_request_bytes` "
+                              "(`payload_too_large`), however it is framed.", ()),
     "OpenAIUnauthorized": ("401", "OpenAIError", "A missing or wrong API key (`invalid_api_key`).",
                            ("WWW-Authenticate",)),
     "OpenAIEngineFailed": ("500", "OpenAIError", "The engine failed before any audio was sent.", ()),

@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..errors import InvalidField
 from ..protocol import SessionConfig, error_event
 from ..protocol.events import CLOSE_NORMAL
 from ..runtime import Runtime
@@ -82,9 +83,34 @@ async def create_session(request: Request) -> Response:
     return answer(created, 201)
 
 
+PAGE_DEFAULT, PAGE_MAX = 100, 1000
+
+
+def _query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+        raise InvalidField(
+            f"query parameter '{name}' must be an integer from {low} to {high}",
+            field=name,
+            errors=[{"loc": ["query", name], "msg": f"must be an integer from {low} to {high}"}],
+        )
+    return int(raw)
+
+
 async def list_sessions(request: Request) -> Response:
-    sessions = [summary(s) for s in runtime_of(request).sessions.sessions.values()]
-    return answer(answers.SessionList(sessions=sessions, total=len(sessions)))
+    """One page of sessions, oldest first: ``limit`` (default 100, at most 1000) from ``offset``."""
+    registry = runtime_of(request).sessions
+    limit = _query_int(request, "limit", PAGE_DEFAULT, 1, PAGE_MAX)
+    offset = _query_int(request, "offset", 0, 0, 2**31 - 1)
+    total = len(registry.sessions)
+    page = [summary(s) for s in registry.page(offset, limit)]
+    next_offset = offset + limit if offset + limit < total else None
+    listed = answers.SessionList(
+        sessions=page, total=total, offset=offset, limit=limit, next_offset=next_offset
+    )
+    return answer(listed)
 
 
 async def get_session(request: Request) -> Response:

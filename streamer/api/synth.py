@@ -50,7 +50,7 @@ from ..errors import StreamerError, UnsupportedFormat
 from ..protocol import SessionConfig
 from ..runtime import Runtime
 from ..session.oneshot import OneShot, admit, voice_label
-from .http import fields_named, openai_error, read_object
+from .http import fields_named, openai_error, openai_error_for, read_object
 from .models.bodies import OPENAI_FORMATS, SpeechRequest, SynthRequest, VoiceRef
 from .system import runtime_of
 
@@ -230,23 +230,6 @@ class _AudioStream(StreamingResponse):
             await self._rest.aclose()  # a disconnect leaves it suspended: this cancels its pool jobs
 
 
-def openai_error_for(exc: StreamerError) -> Response:
-    """Our error in OpenAI's shape and status habits, so its SDK raises the matching exception class."""
-    status = exc.http_status
-    if status in (413, 422):
-        status = 400  # OpenAI answers every invalid request with 400
-    if status >= 500:
-        kind = "server_error"
-    elif status == 429:
-        kind = "rate_limit_error"
-    else:
-        kind = "invalid_request_error"
-    headers = None
-    if status in (429, 503):
-        headers = {"Retry-After": str(exc.details.get("retry_after", 1))}
-    return openai_error(status, exc.message, kind, exc.code, exc.details.get("field"), headers)
-
-
 async def speech(request: Request) -> Response:
     runtime = runtime_of(request)
     try:
@@ -291,7 +274,8 @@ async def v1_fallback(request: Request) -> Response:
     return openai_error(404, f"Invalid URL ({request.method} {path})", "invalid_request_error", "not_found")
 
 
-_ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+# TRACE and CONNECT too: a method Starlette's router refused would answer in our shape.
+_ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
 
 routes = [
     Route("/api/v1/synth", synth, methods=["POST"]),

@@ -182,7 +182,7 @@ class Connection:
             session = host.sessions.verify(message.session_id, message.resume_token)
             if message.config.items():  # validated before anything changes
                 host.resolve_voice(message.config, session)
-                if message.config.format:
+                if message.config.format is not None:
                     host.check_format(message.config.format)
             previous = session.connection
             if previous is not None and previous is not self:
@@ -255,7 +255,7 @@ class Connection:
     def _apply_config(self, session: Session, config: SessionConfig) -> None:
         # Validate everything before applying anything.
         voice = self.host.resolve_voice(config, session)
-        fmt = self.host.check_format(config.format) if config.format else None
+        fmt = self.host.check_format(config.format) if config.format is not None else None
         session.voice = voice
         if config.speed is not None:
             session.speed = config.speed

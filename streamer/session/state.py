@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import secrets
 import time
 import uuid
@@ -13,11 +14,22 @@ import structlog
 from itsdangerous import BadSignature, URLSafeSerializer
 
 from ..engines.catalog import ResolvedVoice
-from ..errors import InvalidToken, SessionNotFound
+from ..errors import InvalidToken, OverloadedError, SessionNotFound
 from ..protocol.events import ServerEvent
 from ..text import Chunker
 
 log = structlog.get_logger(__name__)
+
+# What a client refused by the session cap is told to wait: expiry runs every second, and a session
+# closed or left idle frees its place within a few.
+CAP_RETRY_AFTER_S = 5
+
+
+class TooManySessions(OverloadedError):
+    """``sessions.max_sessions`` are held: 503 with Retry-After over REST, a non-fatal error on ``start``."""
+
+    code = "too_many_sessions"
+    http_status = 503
 
 
 class Attachment(Protocol):
@@ -102,9 +114,23 @@ class SessionRegistry:
         self.idle_timeout_s = idle_timeout_s
         self.sessions: dict[str, Session] = {}
 
+    def make_room(self, max_sessions: int) -> None:
+        """TooManySessions while ``max_sessions`` are held (a cap on the whole server: sessions carry no
+        client identity to count them by)."""
+        if len(self.sessions) >= max_sessions:
+            raise TooManySessions(
+                f"the server holds {len(self.sessions)} sessions, its limit (sessions.max_sessions); "
+                "close one (DELETE /api/v1/sessions/{id}) or try again later",
+                retry_after=CAP_RETRY_AFTER_S,
+            )
+
     def add(self, session: Session) -> Session:
         self.sessions[session.id] = session
         return session
+
+    def page(self, offset: int, limit: int) -> list[Session]:
+        """Sessions in the order they were created, ``limit`` of them from ``offset``."""
+        return list(itertools.islice(self.sessions.values(), offset, offset + limit))
 
     @staticmethod
     def new_id() -> str:

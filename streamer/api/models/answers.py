@@ -271,8 +271,11 @@ class SessionCreated(SessionDetails):
 
 
 class SessionList(Answer):
-    sessions: list[SessionSummary]
-    total: int
+    sessions: list[SessionSummary] = Field(description="One page, oldest first")
+    total: int = Field(description="Every session held, on every page")
+    offset: int = Field(0, description="Where this page starts")
+    limit: int = Field(description="The page size asked for (or the default)")
+    next_offset: int | None = Field(None, description="The `offset` of the next page; null on the last")
 
 
 class SessionClosed(_Done):
