@@ -221,3 +221,42 @@ async def test_sigterm_lets_the_turn_in_flight_finish_then_closes_1012_and_stops
     assert not [
         pid for pid in worker_pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
     ]
+
+
+def close_code_of(sock: socket.socket, timeout: float = 5) -> int | None:
+    """Read frames until the server's close frame: its code (None if the socket ends first)."""
+    sock.settimeout(timeout * TIMESCALE)
+    data = b""
+    while True:
+        while len(data) >= 2 and len(data) >= 2 + (data[1] & 0x7F):  # small unmasked server frames
+            opcode, length = data[0] & 0x0F, data[1] & 0x7F
+            frame, data = data[2 : 2 + length], data[2 + length :]
+            if opcode == 0x8:
+                return struct.unpack("!H", frame[:2])[0] if len(frame) >= 2 else None
+        chunk = sock.recv(4096)
+        if not chunk:
+            return None
+        data += chunk
+
+
+async def test_an_invalid_utf8_text_frame_closes_1007_with_one_warning_and_no_traceback(
+    espeak_server: ServerProcess,
+) -> None:
+    for _ in range(3):
+        sock = raw_websocket(espeak_server.ws_port)
+        try:
+            send_frame(sock, b'{"type": "text", "text": "\xff\xfe"}')
+            assert close_code_of(sock) == 1007  # RFC 6455: the WebSocket layer refuses it
+        finally:
+            sock.close()
+    async with await Client.connect(espeak_server.ws_url) as client:  # the server goes on
+        await client.start()
+        await client.send({"type": "ping"})
+        assert (await client.expect("pong"))["type"] == "pong"
+    log = espeak_server.log()
+    lines = [orjson.loads(line) for line in log.splitlines() if line.startswith("{")]
+    warnings = [line for line in lines if line.get("event") == "malformed_input"]
+    assert len(warnings) == 3
+    assert all(w["level"] == "warning" and w["count"] == 1 for w in warnings)
+    assert {w["reason"] for w in warnings} == {"invalid_utf8_text_frame"}
+    assert "Traceback" not in log and "UnicodeDecodeError" not in log

@@ -214,8 +214,26 @@ async def raw_exchange(port: int, data: bytes) -> tuple[list[dict[str, Any]], bo
         (b'{"type": "synthesize", "payload_length": 100000}\n', "message_too_large"),
         (b'{"type": "synthesize", "data_length": 5000}\n', "message_too_large"),
         (b'{"type": "synthesize", "data": {"text": "' + b"a" * 5000 + b'"}}\n', "message_too_large"),
+        (b"[" * 4000 + b"\n", "invalid_message"),  # RecursionError in the stdlib's parser
+        (b'{"type": "synthesize", "data_length": 4000}\n' + b"[" * 2000 + b"]" * 2000, "invalid_message"),
+        (b'{"type": "synthesize", "data_length": 1e400}\n', "invalid_message"),  # OverflowError in int()
+        (b'{"type": "synthesize", "data_length": "5"}\n', "invalid_message"),
+        (b'{"type": "synthesize", "data": [1]}\n', "invalid_message"),
+        (b'{"type": "\xff\xfe"}\n', "invalid_message"),  # not UTF-8
     ],
-    ids=["not-json", "no-type", "payload-too-large", "data-too-large", "header-too-long"],
+    ids=[
+        "not-json",
+        "no-type",
+        "payload-too-large",
+        "data-too-large",
+        "header-too-long",
+        "header-too-deep",
+        "data-too-deep",
+        "length-infinite",
+        "length-a-string",
+        "data-a-list",
+        "not-utf8",
+    ],
 )
 async def test_an_event_that_cannot_be_framed_gets_an_error_then_the_connection_closes(
     strict_wyoming: tuple[ServerProcess, int], data: bytes, code: str
@@ -236,6 +254,74 @@ async def test_a_bad_field_is_an_error_and_the_connection_goes_on(
         assert error.code == "invalid_field"
         await client.write_event(Describe().event())
         assert Info.from_event((await until(client, "info"))[-1]).tts
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"text": "Hi.", "voice": {"name": 5}},  # AttributeError deep in the voice catalog
+        {"text": "Hi.", "voice": [1]},  # once ignored: spoken in the default voice
+        {"text": "Hi.", "voice": "en-us"},
+        {"text": "Hi.", "voice": {"language": ["en"]}},
+        {"text": 5},
+        {"text": ["Hi."]},
+        {"voice": {"name": "en-us"}},
+    ],
+    ids=["voice-name-int", "voice-list", "voice-string", "language-list", "text-int", "text-list", "no-text"],
+)
+async def test_a_synthesize_with_a_wrong_field_gets_invalid_field_and_the_connection_goes_on(
+    strict_wyoming: tuple[ServerProcess, int], data: dict[str, Any]
+) -> None:
+    _, port = strict_wyoming
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        await client.write_event(Event(type="synthesize", data=data))
+        events = await until(client, "error")
+        assert [e.type for e in events] == ["error"]
+        assert Error.from_event(events[0]).code == "invalid_field"
+        await client.write_event(Describe().event())
+        assert Info.from_event((await until(client, "info"))[-1]).tts
+
+
+async def test_a_stream_with_a_wrong_field_gets_invalid_field_and_nothing_is_opened(
+    strict_wyoming: tuple[ServerProcess, int],
+) -> None:
+    _, port = strict_wyoming
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        await client.write_event(Event(type="synthesize-start", data={"voice": {"name": 5}}))
+        assert Error.from_event((await until(client, "error"))[-1]).code == "invalid_field"
+        await client.write_event(SynthesizeChunk(text="Hi. ").event())  # no stream was opened
+        assert Error.from_event((await until(client, "error"))[-1]).code == "invalid_message"
+        await client.write_event(SynthesizeStart().event())
+        await client.write_event(Event(type="synthesize-chunk", data={"text": {"a": 1}}))
+        assert Error.from_event((await until(client, "error"))[-1]).code == "invalid_field"
+        await client.write_event(SynthesizeChunk(text="Still streaming.").event())
+        await client.write_event(SynthesizeStop().event())
+        events = await until(client, "synthesize-stopped")
+        assert pcm_of(events)[0].size > 0
+
+
+async def test_malformed_input_is_logged_once_per_connection_with_a_count_and_no_traceback(
+    strict_wyoming: tuple[ServerProcess, int],
+) -> None:
+    server, port = strict_wyoming
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        for _ in range(5):
+            await client.write_event(Event(type="synthesize", data={"text": 5}))
+            await until(client, "error")
+    headers, closed = await raw_exchange(port, b"[" * 4000 + b"\n")
+    assert headers[0]["data"]["code"] == "invalid_message" and closed
+
+    def malformed() -> list[dict[str, Any]]:
+        lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+        return [line for line in lines if line.get("event") == "malformed_input"]
+
+    deadline = time.monotonic() + 5 * TIMESCALE
+    while len(malformed()) < 2 and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    counts = sorted((line["count"], line["last_code"]) for line in malformed())
+    assert (1, "invalid_message") in counts and (5, "invalid_field") in counts
+    assert all(line["level"] == "warning" for line in malformed())
+    assert "Traceback" not in server.log() and "RecursionError" not in server.log()
 
 
 async def test_connections_past_the_limit_are_refused_with_overloaded(

@@ -37,10 +37,15 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     # Records of stdlib loggers go through the same processors, so with `json` every line on stderr is
     # one JSON object, uvicorn's startup and access lines included ("logger" names where they came from).
     handler = logging.StreamHandler(sys.stderr)
+    quiet_client_errors()
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            foreign_pre_chain=[
+                *shared,
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.ExtraAdder(allow=_CLIENT_ERROR_FIELDS),
+            ],
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, line_renderer],
         )
     )
@@ -53,6 +58,31 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
 
 
 _HANDLER_NAME = "streamer"
+
+
+# uvicorn's own lines about bad client input: each logged at ERROR with a traceback, so any client could
+# fill the log. uvicorn closes the connection at the first one (an invalid UTF-8 text frame: 1007, as
+# RFC 6455 asks), so as rewritten here each is one warning per connection, with the count, and no traceback.
+_CLIENT_ERRORS = {"Invalid UTF-8 sequence received from client.": "invalid_utf8_text_frame"}
+_CLIENT_ERROR_FIELDS = ("path", "reason", "count")
+
+
+class _ClientErrorFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        reason = _CLIENT_ERRORS.get(record.msg) if isinstance(record.msg, str) else None
+        if reason is not None:
+            record.msg, record.args = "malformed_input", ()
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+            record.path, record.reason, record.count = "websocket", reason, 1
+        return True
+
+
+def quiet_client_errors() -> None:
+    """Rewrite uvicorn's tracebacks about a client's malformed frames as one `malformed_input` warning."""
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _ClientErrorFilter) for f in logger.filters):
+        logger.addFilter(_ClientErrorFilter())
 
 
 def _json_text(obj: object, **kwargs: object) -> str:

@@ -1,30 +1,9 @@
-"""The Wyoming protocol (Home Assistant's voice pipeline): describe, synthesize, and streaming synthesis.
-
-Flows, each on one TCP connection (events framed by the `wyoming` package):
-
-    describe                                   -> info (our engines' voices; streaming supported)
-    synthesize {text, voice?}                  -> audio-start, audio-chunk*, audio-stop
-    synthesize-start {voice?}                  (a text stream begins: audio starts with its first chunk)
-      synthesize-chunk {text}*                 -> audio-start, audio-chunk* as sentences complete
-      synthesize {text}                        (sent by clients for compatibility: ignored mid-stream)
-    synthesize-stop                            -> audio-chunk*, audio-stop, synthesize-stopped
-
-Audio is 16-bit mono PCM at the voice's own rate, sent frame by frame as the pool makes it; the text
-goes through the same chunker and worker pool as the WebSocket (so Wyoming clients and WebSocket
-sessions share the pool fairly). A bad request gets an `error` event and the connection goes on.
-
-Limits, like the WebSocket's: at most `server.max_connections` Wyoming connections (one more gets an
-`overloaded` error and is closed); an event's header line, data and payload each at most
-`limits.max_message_bytes`; a connection silent for `sessions.idle_timeout_s` is closed. An event that
-cannot be framed (not JSON, no type, lengths too large) gets an `error` event and the connection is
-closed, since the byte stream can no longer be trusted.
-"""
+"""The Wyoming server: the listening socket, and one connection's flows (see the package docstring)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import socket
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -36,66 +15,23 @@ from wyoming.event import Event, async_write_event
 from wyoming.info import Attribution, Describe, Info, TtsProgram, TtsVoice
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
 
-from . import __version__
-from .errors import StreamerError
-from .protocol import SessionConfig
-from .session.oneshot import OneShot, admit
+from .. import __version__
+from ..errors import StreamerError
+from ..protocol import SessionConfig
+from ..session.oneshot import OneShot, admit
+from .framing import FramingError, read_event, text_of, voice_of
 
 if TYPE_CHECKING:
     from wyoming.tts import SynthesizeVoice
 
-    from .runtime import Runtime
+    from ..runtime import Runtime
 
 log = structlog.get_logger(__name__)
 
 ATTRIBUTION = Attribution(name="streamer", url="https://pypi.org/project/streamer/")
 _END = None  # marks the end of a text stream in its queue
-
-
-class FramingError(Exception):
-    """The byte stream is not Wyoming events: answered with an error event, then the connection ends."""
-
-    def __init__(self, message: str, code: str = "invalid_message") -> None:
-        super().__init__(message)
-        self.message, self.code = message, code
-
-
-async def read_event(reader: asyncio.StreamReader, limit: int) -> Event | None:
-    """One event, as ``wyoming.event.async_read_event`` frames it (a JSON header line, then optional
-    data and payload of the lengths it names), but bounded: no part over ``limit`` bytes is read, and a
-    malformed event raises FramingError instead of ending the connection without a word. None at EOF."""
-    try:
-        line = await reader.readuntil(b"\n")
-    except asyncio.IncompleteReadError as exc:
-        if not exc.partial.strip():
-            return None
-        raise FramingError("the connection ended inside an event header") from None
-    except asyncio.LimitOverrunError:
-        raise FramingError(f"an event header is over {limit} bytes", "message_too_large") from None
-    try:
-        header = json.loads(line)
-        kind = header["type"]
-        data = header.get("data") or {}
-        data_length = int(header.get("data_length") or 0)
-        payload_length = int(header.get("payload_length") or 0)
-        if not isinstance(kind, str) or not isinstance(data, dict) or data_length < 0 or payload_length < 0:
-            raise TypeError
-    except (ValueError, KeyError, TypeError):
-        raise FramingError("an event header is not a JSON object with a string type") from None
-    if data_length > limit or payload_length > limit:
-        raise FramingError(f"an event's data or payload is over {limit} bytes", "message_too_large")
-    try:
-        if data_length:
-            extra = json.loads(await reader.readexactly(data_length))
-            if not isinstance(extra, dict):
-                raise FramingError("an event's data is not a JSON object")
-            data = {**data, **extra}
-        payload = await reader.readexactly(payload_length) if payload_length else None
-    except asyncio.IncompleteReadError:
-        raise FramingError("the connection ended inside an event") from None
-    except ValueError:
-        raise FramingError("an event's data is not JSON") from None
-    return Event(type=kind, data=data, payload=payload)
+# The codes that say the client sent something wrong (not a refusal such as `unknown_voice` or `overloaded`).
+_MALFORMED = frozenset({"invalid_message", "invalid_field", "message_too_large", "text_too_long"})
 
 
 def info(runtime: Runtime) -> Info:
@@ -133,6 +69,10 @@ class WyomingConnection:
         self._stream_task: asyncio.Task[None] | None = None
         self._stream_chars = 0
         self._write_lock = asyncio.Lock()
+        peer = writer.get_extra_info("peername")
+        self.client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else ""
+        self._malformed = 0  # events answered with a client-mistake error
+        self._malformed_code = ""
 
     async def run(self) -> None:
         settings = self.runtime.settings
@@ -144,8 +84,8 @@ class WyomingConnection:
                     break
                 try:
                     await self._handle(event)
-                except (ValueError, KeyError, TypeError) as exc:  # fields of the wrong type or missing
-                    await self._error(f"bad {event.type} event: {exc}", "invalid_field")
+                except StreamerError as exc:  # a field of the wrong type, or missing
+                    await self._error(exc.message, exc.code)
         except FramingError as exc:
             with contextlib.suppress(ConnectionError):
                 await self._error(exc.message, exc.code)
@@ -153,11 +93,20 @@ class WyomingConnection:
             log.info("wyoming_idle_closed", idle_timeout_s=settings.sessions.idle_timeout_s)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except Exception:  # our bug, not the client's: said once, here, and the client still hears why
+            log.exception("wyoming_connection_crashed", client=self.client)
+            with contextlib.suppress(ConnectionError):
+                await self._error("internal error", "internal_error")
         finally:
             if self._stream_task is not None:
                 self._stream_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await self._stream_task
+            if self._malformed:  # once per connection, whatever the client sent: it cannot flood the log
+                log.warning(
+                    "malformed_input", path="wyoming", client=self.client, count=self._malformed,
+                    last_code=self._malformed_code,
+                )  # fmt: skip
             self.writer.close()
 
     async def _write(self, event: Event) -> None:
@@ -168,18 +117,18 @@ class WyomingConnection:
         if Describe.is_type(event.type):
             await self._write(info(self.runtime).event())
         elif SynthesizeStart.is_type(event.type):
-            start = SynthesizeStart.from_event(event)
+            voice = voice_of(event)
             if self._stream_task is not None:
                 await self._error("a text stream is already open", "invalid_message")
                 return
             self._stream = asyncio.Queue()
             self._stream_chars = 0
-            self._stream_task = asyncio.create_task(self._speak_stream(start.voice, self._stream))
+            self._stream_task = asyncio.create_task(self._speak_stream(voice, self._stream))
         elif SynthesizeChunk.is_type(event.type):
             if self._stream is None:
                 await self._error("synthesize-chunk outside synthesize-start/stop", "invalid_message")
                 return
-            text = SynthesizeChunk.from_event(event).text
+            text = text_of(event)
             limit = self.runtime.settings.limits.max_buffered_chars
             if self._stream_chars + len(text) > limit:
                 # Bounded like a WebSocket session's buffer: the text past the limit is refused, said once.
@@ -197,10 +146,10 @@ class WyomingConnection:
             task, self._stream, self._stream_task = self._stream_task, None, None
             await task  # its audio-stop and synthesize-stopped are written before the next event is read
         elif Synthesize.is_type(event.type):
+            text, voice = text_of(event), voice_of(event)
             if self._stream is not None:
                 return  # the whole text again, for clients that do not stream: already being spoken
-            synthesize = Synthesize.from_event(event)
-            await self._speak(synthesize.text, synthesize.voice)
+            await self._speak(text, voice)
 
     async def _speak_stream(self, voice: SynthesizeVoice | None, queue: asyncio.Queue[str | None]) -> None:
         async def pieces() -> AsyncIterator[str]:
@@ -245,6 +194,9 @@ class WyomingConnection:
         await self._write(AudioStop().event())
 
     async def _error(self, text: str, code: str) -> None:
+        if code in _MALFORMED:
+            self._malformed += 1
+            self._malformed_code = code
         await self._write(Error(text=text, code=code).event())
 
 
