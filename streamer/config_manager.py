@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from .config import SECRET_MASK, Settings, deep_merge, default_config_path, load_settings, validate
-from .errors import ConfigError, StreamerError
+from .errors import ConfigDiskFull, ConfigError, ConfigNotWritable, ConfigSaveFailed
 
 # Keys read once at start: accepted by POST /config (kept for `save`), applied after a restart.
 RESTART_KEYS = (
@@ -39,27 +39,6 @@ RESTART_KEYS = (
 )
 SECRET_KEYS = ("security.secret_key", "security.api_keys")
 MASK = SECRET_MASK
-
-
-class ConfigSaveFailed(StreamerError):
-    """The configuration could not be written; the file is as it was. ``reason`` is the system's word."""
-
-    code = "config_save_failed"
-    http_status = 500
-
-
-class ConfigNotWritable(ConfigSaveFailed):
-    """The file or its folder cannot be written: a read-only file system, no permission, not a folder."""
-
-    code = "config_not_writable"
-    http_status = 409
-
-
-class ConfigDiskFull(ConfigSaveFailed):
-    """No space left (or the quota is used up) where the file lives."""
-
-    code = "insufficient_storage"
-    http_status = 507
 
 
 _NOT_WRITABLE = {

@@ -15,11 +15,15 @@
      ├── EngineError                   engine_error        500
      │    └── WorkerDied               engine_error        500 (a worker process exited mid-chunk)
      ├── OverloadedError               overloaded          503
+     │    └── TooManySessions          too_many_sessions   503 (sessions.max_sessions are held)
      ├── SessionNotFound               session_not_found   404
      ├── InvalidToken                  invalid_token       401
      ├── SendTimeout                   send_timeout        (fatal on the WebSocket)
      ├── SessionClosed                 session_closed      (fatal on the WebSocket)
-     └── ConfigError                   invalid_field       422 (a config document failed validation)
+     ├── ConfigError                   invalid_field       422 (a config document failed validation)
+     └── ConfigSaveFailed              config_save_failed  500 (the file is as it was)
+          ├── ConfigNotWritable        config_not_writable 409 (read-only, no permission, not a folder)
+          └── ConfigDiskFull           insufficient_storage 507 (no space, or the quota)
 
 Client mistakes become an ``error`` event or an HTTP error body and the server goes on; programmer
 misuse raises a precise ``RuntimeError`` instead.
@@ -139,6 +143,34 @@ class ConfigError(StreamerError):
     def __init__(self, message: str, errors: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)
         self.errors = errors or []
+
+
+class TooManySessions(OverloadedError):
+    """``sessions.max_sessions`` are held: 503 with Retry-After over REST, a non-fatal error on ``start``."""
+
+    code = "too_many_sessions"
+    http_status = 503
+
+
+class ConfigSaveFailed(StreamerError):
+    """The configuration could not be written; the file is as it was. ``reason`` is the system's word."""
+
+    code = "config_save_failed"
+    http_status = 500
+
+
+class ConfigNotWritable(ConfigSaveFailed):
+    """The file or its folder cannot be written: a read-only file system, no permission, not a folder."""
+
+    code = "config_not_writable"
+    http_status = 409
+
+
+class ConfigDiskFull(ConfigSaveFailed):
+    """No space left (or the quota is used up) where the file lives."""
+
+    code = "insufficient_storage"
+    http_status = 507
 
 
 def error_for_code(code: str, message: str) -> StreamerError:

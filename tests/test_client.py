@@ -321,6 +321,8 @@ def test_rest_client_every_helper(espeak_server: ServerProcess) -> None:
         assert created["config"]["format"] == "wav" and created["resume_token"] and created["ws_url"]
         assert rest.get_session(session_id)["connected"] is False
         assert session_id in [s["session_id"] for s in rest.list_sessions()["sessions"]]
+        page = rest.list_sessions(limit=1)
+        assert len(page["sessions"]) == 1 and page["total"] >= 1 and page["limit"] == 1
         assert rest.interrupt(session_id)["generation"] == 1
         assert rest.interrupt_all()["interrupted"] >= 1
         assert rest.delete_session(session_id)["status"] == "success"

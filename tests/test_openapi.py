@@ -221,6 +221,7 @@ CHECKS = [
     "use_after_free",
     "ensure_resource_availability",
     "allow_header_conformance",
+    "error_body_shape",  # ours, in HOOKS: every 4xx, documented or not, in the error shape of its API
 ]
 CONFIG_OPERATIONS = ["updateConfig", "reloadConfig", "saveConfig"]
 # Loaded by the schemathesis process (SCHEMATHESIS_HOOKS).
@@ -264,6 +265,20 @@ def map_case(ctx, case):
 @schemathesis.hook
 def map_body(ctx, body):
     return body if ctx.operation is None else _without_keys(ctx.operation, body)
+
+
+@schemathesis.check
+def error_body_shape(ctx, response, case):
+    if not 400 <= response.status_code < 500:
+        return None
+    body = response.json()
+    if case.operation.path.startswith("/v1/"):  # OpenAI's shape
+        assert set(body) == {"error"}, body
+        assert {"message", "type", "param", "code"} <= set(body["error"]), body
+    else:  # ours: Error or ValidationError
+        assert isinstance(body.get("detail"), (str, list)), body
+        assert isinstance(body.get("error_type"), str) and isinstance(body.get("request_id"), str), body
+    return None
 """
 
 

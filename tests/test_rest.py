@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from streamer.config import load_settings
-from streamer.config_manager import ConfigDiskFull, ConfigManager
-from streamer.errors import ConfigError
+from streamer.config_manager import ConfigManager
+from streamer.errors import ConfigDiskFull, ConfigError
 
 from .conftest import TIMESCALE, ServerProcess, running_server
 from .helpers import Client

@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from streamer.config import load_settings
-from streamer.config_manager import ConfigDiskFull, ConfigManager, ConfigNotWritable, ConfigSaveFailed
+from streamer.config_manager import ConfigManager
+from streamer.errors import ConfigDiskFull, ConfigNotWritable, ConfigSaveFailed
 
 from .conftest import ServerProcess, running_server
 from .helpers import Client

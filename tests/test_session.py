@@ -19,6 +19,7 @@ import msgpack
 import numpy as np
 import orjson
 import pytest
+from structlog.testing import capture_logs
 
 from streamer.config import Settings
 from streamer.errors import OverloadedError
@@ -235,3 +236,17 @@ async def test_a_connection_whose_reader_fails_ends_at_once_instead_of_hanging(r
         await asyncio.wait_for(Connection(runtime, socket).run(), 5)
     assert info.group_contains(RuntimeError, match="a bug in the pool")
     assert not runtime.connections
+
+
+async def test_malformed_input_is_logged_once_per_connection_with_a_count(runtime: Runtime) -> None:
+    with capture_logs() as logs:
+        async with connected(runtime) as socket:
+            socket.send_json({"type": "start"})
+            for _ in range(5):
+                socket.inbox.put_nowait("{not json")
+            socket.send_json({"type": "dance"})
+            socket.send_json({"type": "ping", "id": 1})
+            await socket.wait_for("pong")
+    assert len([m for m in socket.received if m["type"] == "error"]) == 6  # each one answered
+    (line,) = [e for e in logs if e["event"] == "malformed_input"]
+    assert line["log_level"] == "warning" and line["count"] == 6 and line["last_code"] == "unknown_type"

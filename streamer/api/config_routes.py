@@ -8,7 +8,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..config_manager import ConfigSaveFailed, masked
+from ..config_manager import masked
+from ..errors import ConfigSaveFailed
 from .http import answer, by_method, read_object
 from .models.answers import ConfigSaved, ConfigUpdated
 from .system import runtime_of

@@ -91,8 +91,11 @@ class _Routes:
         and ``ws_url``. Settings as a dict (``{"language": "es", "voice_id": 0}``) or keywords."""
         return self._request("POST", "/api/v1/sessions", json={**(config or {}), **fields})
 
-    def list_sessions(self) -> Any:
-        return self._request("GET", "/api/v1/sessions")
+    def list_sessions(self, *, limit: int | None = None, offset: int = 0) -> Any:
+        """One page of sessions (the server's default is 100), oldest first, with ``total`` and
+        ``next_offset`` (null on the last page): pass that as ``offset`` for the next page."""
+        params = {"offset": offset} | ({"limit": limit} if limit is not None else {})
+        return self._request("GET", "/api/v1/sessions", params=params)
 
     def get_session(self, session_id: str) -> Any:
         return self._request("GET", f"/api/v1/sessions/{session_id}")

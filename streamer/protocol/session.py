@@ -101,6 +101,10 @@ class SessionProtocol:
         self.binary = False  # answer in the encoding of the client's most recent message
         self._limiter: RateLimiter | None = None
         self._message_id: MessageId = None  # the id of the message being handled, for its errors
+        # Messages refused before they meant anything (unreadable, unknown, over a limit, over the rate):
+        # the connection logs them once, when it ends, instead of once each.
+        self.malformed = 0
+        self.malformed_code: str | None = None
         self._state_before: State = State.CONNECTING  # to undo a failed action's transition
 
     # ---- input ------------------------------------------------------------------------------------
@@ -116,6 +120,7 @@ class SessionProtocol:
             limiter = self._limiter = RateLimiter(limits.max_messages_per_s)
         limiter.rate = limits.max_messages_per_s  # live config applies at once
         if not limiter.allow():
+            self._count_malformed("rate_limited")
             if limiter.abusive:
                 return self._fatal("rate_limited", "too many messages past the rate limit", CLOSE_POLICY)
             return [error_event("rate_limited", f"over {limits.max_messages_per_s:g} messages/s", False)]
@@ -125,6 +130,7 @@ class SessionProtocol:
             self._message_id = message_id if isinstance(message_id, str | int) else None
             return self.handle(parse(obj, limits.max_text_chars))
         except StreamerError as exc:
+            self._count_malformed(exc.code)
             return self.error(exc)
 
     def handle(self, message: ClientMessage) -> list[Output]:
@@ -204,6 +210,10 @@ class SessionProtocol:
             return self._fatal(exc.code, exc.message, CLOSE_POLICY, id=self._message_id)
         details = {k: v for k, v in exc.details.items() if isinstance(v, str | int | float | None)}
         return [error_event(exc.code, exc.message, False, id=self._message_id, **details)]
+
+    def _count_malformed(self, code: str) -> None:
+        self.malformed += 1
+        self.malformed_code = code
 
     def _fatal(self, code: str, message: str, close_code: int, **details: Any) -> list[Output]:
         self.state = State.CLOSED

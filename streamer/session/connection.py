@@ -96,6 +96,14 @@ class Connection:
         if self._speaker is not None:
             self._speaker.discard()
         self.host.connections.discard(self)
+        if self.protocol.malformed:  # once per connection, never per message: a client cannot flood the log
+            log.warning(
+                "malformed_input",
+                path="websocket",
+                client=self.client,
+                count=self.protocol.malformed,
+                last_code=self.protocol.malformed_code,
+            )
         session = self.session
         if session is not None and session.connection is self:
             session.connection = None
@@ -201,7 +209,7 @@ class Connection:
         self._start_speaker(session)
         if message.session_id is not None and message.config.items():
             self._apply_config(session, message.config)  # the turn is empty: applies at once
-        self._apply_pending_audio(session)  # a format change announced before a disconnect: a new turn starts
+        session.apply_pending_audio()  # a format change announced before a disconnect: a new turn starts
         self.outbox.control(
             Ready(
                 session_id=session.id,
@@ -236,7 +244,7 @@ class Connection:
         self._retire_speaker()
         self._start_speaker(session)
         self.outbox.drop_data()
-        self._apply_pending_audio(session)
+        session.apply_pending_audio()
         self.outbox.control(Interrupted(session.generation))
         log.debug("session_interrupted", session_id=session.id, generation=session.generation)
 
@@ -263,13 +271,7 @@ class Connection:
             session.pending_audio = (fmt or session.format, config.sample_rate or session.sample_rate)
             pipe = self._speaker.pipe if self._speaker is not None else None
             if not session.chunker.buffered_chars and not (pipe and pipe.has_turn(self._turn)):
-                self._apply_pending_audio(session)  # the turn is empty: a new turn starts here
-
-    @staticmethod
-    def _apply_pending_audio(session: Session) -> None:
-        if session.pending_audio is not None:
-            session.format, session.sample_rate = session.pending_audio
-            session.pending_audio = None
+                session.apply_pending_audio()  # the turn is empty: a new turn starts here
 
     def _take_text(self, session: Session, text: str) -> None:
         limit = self.host.settings.limits.max_buffered_chars
@@ -290,7 +292,7 @@ class Connection:
             TurnEnd(self._turn, action.kind, action.id, (session.format, session.sample_rate))
         )
         self._turn += 1
-        self._apply_pending_audio(session)
+        session.apply_pending_audio()
 
     def _queue_chunks(self, session: Session, chunks: list[Chunk]) -> None:
         speaker = self._speaker

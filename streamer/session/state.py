@@ -14,7 +14,7 @@ import structlog
 from itsdangerous import BadSignature, URLSafeSerializer
 
 from ..engines.catalog import ResolvedVoice
-from ..errors import InvalidToken, OverloadedError, SessionNotFound
+from ..errors import InvalidToken, SessionNotFound, TooManySessions
 from ..protocol.events import ServerEvent
 from ..text import Chunker
 
@@ -23,13 +23,6 @@ log = structlog.get_logger(__name__)
 # What a client refused by the session cap is told to wait: expiry runs every second, and a session
 # closed or left idle frees its place within a few.
 CAP_RETRY_AFTER_S = 5
-
-
-class TooManySessions(OverloadedError):
-    """``sessions.max_sessions`` are held: 503 with Retry-After over REST, a non-fatal error on ``start``."""
-
-    code = "too_many_sessions"
-    http_status = 503
 
 
 class Attachment(Protocol):
@@ -82,6 +75,12 @@ class Session:
     @property
     def next_seq(self) -> int:
         return 0 if self.last_seq is None else self.last_seq + 1
+
+    def apply_pending_audio(self) -> None:
+        """A format or rate change announced mid-turn takes effect (a new turn starts)."""
+        if self.pending_audio is not None:
+            self.format, self.sample_rate = self.pending_audio
+            self.pending_audio = None
 
     def touch(self) -> None:
         self.last_active = time.monotonic()
