@@ -239,7 +239,7 @@ class Session:
 
 
 async def rest_client(base: str, stats: Stats, deadline: float) -> None:
-    def synth(text: str) -> int:
+    def synth(text: str) -> tuple[int, str | None]:
         request = urllib.request.Request(
             f"{base}/api/v1/synth",
             data=orjson.dumps({"text": text, "format": "wav"}),
@@ -248,16 +248,20 @@ async def rest_client(base: str, stats: Stats, deadline: float) -> None:
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
                 response.read()
-                return int(response.status)
+                return int(response.status), None
         except urllib.error.HTTPError as exc:
-            return exc.code
+            with contextlib.suppress(ValueError):
+                return exc.code, str(orjson.loads(exc.read()).get("error_type"))
+            return exc.code, None
 
     rng = random.Random(1000)
     while time.monotonic() < deadline:
-        status = await asyncio.to_thread(synth, rng.choice(REPLIES))
+        status, code = await asyncio.to_thread(synth, rng.choice(REPLIES))
         stats.rest[str(status)] += 1
-        if status >= 500 and status != 503:
-            stats.unexplained.append(f"{stats.now():.1f}s REST synth: HTTP {status}")
+        if code is not None:
+            stats.error(code, f"REST synth (HTTP {status})")  # explained or not, by its code
+        elif status >= 500:
+            stats.unexplained.append(f"{stats.now():.1f}s REST synth: HTTP {status} without an error body")
         await asyncio.sleep(rng.uniform(0.5, 2.0))
 
 
