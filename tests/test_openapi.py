@@ -224,6 +224,8 @@ CHECKS = [
     "error_body_shape",  # ours, in HOOKS: every 4xx, documented or not, in the error shape of its API
 ]
 CONFIG_OPERATIONS = ["updateConfig", "reloadConfig", "saveConfig"]
+# Examples per operation: bounded for CI; scripts/fuzz.py --api-examples N runs longer.
+API_EXAMPLES = int(os.environ.get("STREAMER_API_FUZZ_EXAMPLES", "20"))
 # Loaded by the schemathesis process (SCHEMATHESIS_HOOKS).
 HOOKS = """
 import schemathesis
@@ -314,9 +316,11 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(tmp_path: Pa
     with running_server(tmp_path, config) as server:
         # The configuration last: its generated patches may change limits the other operations meet.
         exclude = [arg for op in CONFIG_OPERATIONS for arg in ("--exclude-operation-id", op)]
-        schemathesis_run(server.http_url, tmp_path, 20, *exclude)
+        schemathesis_run(server.http_url, tmp_path, API_EXAMPLES, *exclude)
         include = [arg for op in CONFIG_OPERATIONS for arg in ("--include-operation-id", op)]
         # No stateful phase: no links among these.
-        schemathesis_run(server.http_url, tmp_path, 20, *include, "--phases", "examples,coverage,fuzzing")
+        schemathesis_run(
+            server.http_url, tmp_path, API_EXAMPLES, *include, "--phases", "examples,coverage,fuzzing"
+        )
         assert httpx.get(f"{server.http_url}/health", timeout=5).status_code == 200
         assert server.config_path.read_text().startswith("# Saved by streamer")  # the throw-away file
