@@ -106,6 +106,13 @@ def running_server(tmp: Path, config: dict[str, Any], args: Sequence[str] = ()) 
             server.stop()
 
 
+@pytest.fixture
+def http(server: ServerProcess) -> Iterator[httpx.Client]:
+    """An HTTP client of the module's own ``server`` fixture."""
+    with httpx.Client(base_url=server.http_url, timeout=10) as client:
+        yield client
+
+
 @pytest.fixture(scope="module")
 def espeak_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     config = {"tts": {"engine": "espeak"}, "pool": {"workers": 2}, "audio": {"default_format": "pcm"}}

@@ -34,12 +34,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         yield server
 
 
-@pytest.fixture
-def http(server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.http_url, timeout=10) as client:
-        yield client
-
-
 def chunked(size: int) -> Iterator[bytes]:
     """A JSON body sent without a Content-Length (chunked), a piece at a time."""
     yield b'{"text": "'
