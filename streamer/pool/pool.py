@@ -155,6 +155,7 @@ class WorkerPool:
             "queue_depth": self.queue_depth,
             "max_queue": self.max_queue,
             "restarts": self.restarts,
+            "recycles": self.recycles,
             "jobs_done": self.jobs_done,
             "worker_list": [w.status() for w in self._workers],
             "load_errors": {w.index: w.load_errors for w in self._workers if w.load_errors},

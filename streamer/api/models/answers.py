@@ -98,6 +98,7 @@ class PoolStatus(Answer):
     queue_depth: int = Field(description="Chunks waiting for a worker")
     max_queue: int
     restarts: int = Field(description="Workers respawned after dying")
+    recycles: int = Field(description="Idle workers replaced for holding more than pool.max_worker_rss_mb")
     jobs_done: int
     worker_list: list[WorkerStatus]
     load_errors: dict[int, dict[str, str]] = Field(
