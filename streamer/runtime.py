@@ -267,8 +267,3 @@ class Runtime:
         )
         self.metrics.sessions_opened.inc()
         return self.sessions.add(session)
-
-    def counters(self) -> dict[str, int]:
-        """The running totals ``/api/v1/status`` reports, read from the Prometheus instruments."""
-        figures = self.metrics.summary()
-        return {key: figures[key] for key in ("sessions_opened", "interrupts", "audio_bytes", "turns")}

@@ -110,7 +110,7 @@ async def status(request: Request) -> Response:
         "sessions": len(runtime.sessions.sessions),
         "pool": pool,
         "loop_lag": runtime.loop_lag.summary(),
-        "counters": runtime.counters(),
+        "counters": runtime.metrics.counters(),
         "pending_restart": runtime.config.pending_restart,
     }
     return answer(ServerStatus.model_validate(body))

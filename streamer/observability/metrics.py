@@ -161,19 +161,24 @@ class Metrics:
         if ttfa_ms is not None:
             self.oneshot_ttfa_seconds.labels(path).observe(ttfa_ms / 1000)
 
-    def summary(self) -> dict[str, Any]:
-        """The instruments' figures as ``GET /api/v1/metrics`` and ``/api/v1/status`` report them."""
-        requests = _total(self.request_seconds, "_count")
-        ttfa_count = _total(self.ttfa_seconds, "_count")
+    def counters(self) -> dict[str, int]:
+        """The running totals ``/api/v1/status`` reports."""
         return {
+            "sessions_opened": int(_total(self.sessions_opened, "_total")),
+            "interrupts": int(_total(self.interrupts, "_total")),
+            "audio_bytes": int(_total(self.audio_bytes, "_total")),
+            "turns": int(_total(self.ttfa_seconds, "_count")),  # turns that reached their first audio
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """The instruments' figures as ``GET /api/v1/metrics`` reports them (the counters included)."""
+        requests = _total(self.request_seconds, "_count")
+        return {
+            **self.counters(),
             "total_requests": int(_total(self.requests, "_total")),
             "average_latency_ms": round(_total(self.request_seconds, "_sum") * 1000 / requests, 3)
             if requests
             else 0.0,
-            "turns": int(ttfa_count),  # turns that reached their first audio
-            "interrupts": int(_total(self.interrupts, "_total")),
-            "sessions_opened": int(_total(self.sessions_opened, "_total")),
-            "audio_bytes": int(_total(self.audio_bytes, "_total")),
             "ttfa_ms_p50": _quantile_ms(self.ttfa_seconds, 0.5),
             "ttfa_ms_p95": _quantile_ms(self.ttfa_seconds, 0.95),
         }

@@ -136,7 +136,7 @@ class OneShot:
             while pending or self._jobs or (feeder is not None and not feeder.done()):
                 while pending and len(self._jobs) < self._max_inflight:
                     chunk = pending.popleft()
-                    self._jobs.append((submit(pool, self._key, (chunk, self.voice, self.speed), None), chunk))
+                    self._jobs.append((submit(pool, self._key, chunk, self.voice, self.speed), chunk))
                 if not self._jobs:  # the text so far is spoken: wait for more
                     arrived.clear()
                     if not pending and feeder is not None and not feeder.done():

@@ -47,10 +47,9 @@ class TurnEnd:
 
 
 def submit(
-    pool: WorkerPool, key: str, entry: ChunkEntry | tuple[Chunk, ResolvedVoice, float], batch_key: str | None
+    pool: WorkerPool, key: str, chunk: Chunk, voice: ResolvedVoice, speed: float, batch_key: str | None = None
 ) -> Job:
     """Hand one chunk to the pool under the fair-scheduling ``key`` (a session's id)."""
-    chunk, voice, speed = (entry.chunk, entry.voice, entry.speed) if isinstance(entry, ChunkEntry) else entry
     request = SynthesisRequest(text=chunk.text, voice=voice.voice, speed=speed)
     return pool.submit(key, voice.engine, request, first=chunk.first, batch_key=batch_key)
 
@@ -118,7 +117,9 @@ class Pipeline:
                 try:
                     if entry.chunk.first:
                         pool.admit()
-                    entry.job = submit(pool, key, entry, batch_key(entry.voice))
+                    entry.job = submit(
+                        pool, key, entry.chunk, entry.voice, entry.speed, batch_key(entry.voice)
+                    )
                 except OverloadedError as exc:  # a full queue, or the pool shutting down
                     self.rejected_turns.add(entry.turn)
                     refused.append((entry, exc))

@@ -29,26 +29,22 @@ class Speaker:
         self.session = session
         self.outbox = outbox
         self.pipe = Pipeline(generation=session.generation)
-        self.retired = False  # a newer generation took over: whatever is left here is discarded
 
     async def run(self) -> None:
+        """Until cancelled: by a barge-in or a resume (after ``discard()``), or with the connection."""
         pipe = self.pipe
-        try:
-            while True:
-                pipe.wake.clear()
-                self.submit_ahead()
-                if not pipe.entries:
-                    await pipe.wake.wait()
-                    continue
-                entry = pipe.entries[0]
-                if isinstance(entry, TurnEnd):
-                    await self._finish_turn(entry)
-                elif entry.turn not in pipe.rejected_turns and entry.job is not None:
-                    await self._play(entry)
-                pipe.entries.popleft()
-        finally:
-            if self.retired:
-                pipe.discard(self.host.pool)
+        while True:
+            pipe.wake.clear()
+            self.submit_ahead()
+            if not pipe.entries:
+                await pipe.wake.wait()
+                continue
+            entry = pipe.entries[0]
+            if isinstance(entry, TurnEnd):
+                await self._finish_turn(entry)
+            elif entry.turn not in pipe.rejected_turns and entry.job is not None:
+                await self._play(entry)
+            pipe.entries.popleft()
 
     def submit_ahead(self) -> None:
         """Keep up to ``pool.max_inflight_per_session`` chunks in the pool; report refused turns."""
@@ -68,7 +64,7 @@ class Speaker:
             )
 
     def discard(self) -> None:
-        self.retired = True
+        """Cancel this generation's jobs in the pool and drop its encoder (before cancelling the task)."""
         self.pipe.discard(self.host.pool)
 
     async def _emit(self, event: ServerEvent | Close) -> None:
